@@ -1,0 +1,58 @@
+"""What every job entry point shares: the Spark session, logging, and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from fruits_jobs import contract
+from fruits_jobs.errors import JobError
+
+log = logging.getLogger(__name__)
+
+
+def session(app_name: str) -> SparkSession:
+    """The active Spark session, or a new one named ``app_name`` (master from spark-submit)."""
+    return SparkSession.builder.appName(app_name).getOrCreate()
+
+
+def run_job(
+    name: str,
+    parser: argparse.ArgumentParser,
+    run: Callable[[SparkSession, argparse.Namespace], dict[str, Any]],
+    argv: list[str] | None,
+) -> int:
+    """Parse ``argv``, call ``run`` and turn a user-fixable error into exit code 2.
+
+    ``run`` returns the job's report; a :class:`~fruits_jobs.errors.JobError` prints
+    ``<name>: error: <message>`` on stderr, nothing more (argparse does the same for bad flags).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parser.parse_args(argv)
+    try:
+        run(session(f"fruits-{name}"), args)
+    except JobError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def batch_id(text: str) -> str:
+    """``argparse`` type: a batch id (see :func:`fruits_jobs.contract.validate_batch_id`)."""
+    try:
+        return contract.validate_batch_id(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err

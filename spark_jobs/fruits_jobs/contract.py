@@ -1,0 +1,180 @@
+"""The output contract of the Spark jobs: where each artefact lives, its columns, its report keys.
+
+The producers (``featurize.py``, ``pca.py``) and the validators (the DAG's ``validate_outputs``
+sensor) import this module; nobody re-types a path, a column name or a report key. It imports
+nothing but the standard library, so the Airflow side can use it without Spark or TensorFlow.
+
+Layout under an output root ``OUT`` (a local path, ``file://`` or ``s3://`` URI)::
+
+    OUT/features/batch=<id>/        Parquet  path, label, length, modification_time, features
+    OUT/quarantine/batch=<id>/      Parquet  path, length, modification_time, reason
+    OUT/pca/                        Parquet  path, label, batch, pca
+    OUT/pca_csv/part-*.csv          CSV      path,label,pc_1..pc_k (one file)
+    OUT/pca_model/                  pyspark.ml PipelineModel (centre + PCA)
+    OUT/_reports/featurize-<id>.json, OUT/_reports/pca.json, OUT/_reports/*.png
+
+``batch`` is a partition column: Spark writes it into the folder name, not into the files.
+
+>>> batch_uri("s3://b/out", FEATURES, "2026-11-24")
+'s3://b/out/features/batch=2026-11-24'
+>>> check_counts({"input": 3, "featurized": 2, "quarantined": 1})
+[]
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+FEATURE_DIM = 1280
+"""Length of a MobileNetV2 (alpha 1.0, global average pooling) feature vector."""
+
+# --- datasets under the output root --------------------------------------------------------
+FEATURES = "features"
+QUARANTINE = "quarantine"
+PCA = "pca"
+PCA_CSV = "pca_csv"
+PCA_MODEL = "pca_model"
+REPORTS = "_reports"
+
+# --- columns --------------------------------------------------------------------------------
+PATH = "path"
+LABEL = "label"
+BATCH = "batch"
+LENGTH = "length"
+MTIME = "modification_time"
+FEATURES_COL = "features"
+REASON = "reason"
+PCA_COL = "pca"
+
+FEATURES_SCHEMA = (
+    f"{PATH} string, {LABEL} string, {LENGTH} bigint, {MTIME} timestamp, "
+    f"{FEATURES_COL} array<float>, {BATCH} string"
+)
+"""Spark DDL of ``features/`` as read back (``batch`` from the folder name, as a string)."""
+QUARANTINE_SCHEMA = (
+    f"{PATH} string, {LENGTH} bigint, {MTIME} timestamp, {REASON} string, {BATCH} string"
+)
+"""Spark DDL of ``quarantine/`` as read back."""
+
+# --- quarantine reasons (the prefix of ``reason``; a detail follows after ": ") -------------
+REASON_EMPTY = "empty file"
+REASON_UNDECODABLE = "not a decodable image"
+REASON_TRUNCATED = "truncated image"
+REASON_TOO_LARGE = "image too large"
+QUARANTINE_REASONS = (REASON_EMPTY, REASON_UNDECODABLE, REASON_TRUNCATED, REASON_TOO_LARGE)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+"""File name endings the featurizer reads, compared case-insensitively."""
+
+# --- report keys ------------------------------------------------------------------------------
+R_BATCH = "batch"
+R_DISCOVERED = "discovered"
+R_SKIPPED = "skipped_existing"
+R_INPUT = "input"
+R_FEATURIZED = "featurized"
+R_QUARANTINED = "quarantined"
+R_MODEL = "model"
+R_TIMINGS = "timings_s"
+R_THROUGHPUT = "images_per_s"
+R_K = "k"
+R_ROWS = "rows"
+R_EXPLAINED = "explained_variance"
+R_CUMULATIVE = "cumulative_explained_variance"
+R_PLOTS = "plots"
+R_ATTRIBUTION = "attribution"
+
+PCA_PLOTS = ("pca_explained_variance.png", "pca_scatter.png")
+
+BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}"
+"""A batch id is one path segment: letters, digits and ``_ . : + -`` (dates and timestamps)."""
+
+
+def join(root: str, *parts: str) -> str:
+    """Join URI segments with ``/`` whatever the scheme (``s3://``, ``file://`` or a path)."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def dataset_uri(root: str, dataset: str) -> str:
+    """The folder of one dataset (``FEATURES``, ``PCA``, ...) under the output root."""
+    return join(root, dataset)
+
+
+def batch_uri(root: str, dataset: str, batch: str) -> str:
+    """The partition folder of ``batch`` in ``FEATURES`` or ``QUARANTINE``."""
+    return join(root, dataset, f"{BATCH}={validate_batch_id(batch)}")
+
+
+def featurize_report_uri(root: str, batch: str) -> str:
+    """Where ``featurize.py`` writes the report of ``batch``."""
+    return join(root, REPORTS, f"featurize-{validate_batch_id(batch)}.json")
+
+
+def pca_report_uri(root: str) -> str:
+    """Where ``pca.py`` writes its report."""
+    return join(root, REPORTS, "pca.json")
+
+
+def plot_uri(root: str, name: str) -> str:
+    """Where ``pca.py`` writes the plot ``name`` (one of ``PCA_PLOTS``)."""
+    return join(root, REPORTS, name)
+
+
+def validate_batch_id(batch: str) -> str:
+    """Return ``batch`` if it is a valid batch id, else raise ``ValueError`` naming it."""
+    if not re.fullmatch(BATCH_ID_PATTERN, batch or ""):
+        raise ValueError(
+            f"invalid batch id {batch!r}: use 1-64 letters, digits or '_.:+-', "
+            "starting with a letter or digit"
+        )
+    return batch
+
+
+def pca_csv_header(k: int) -> list[str]:
+    """The header of the PCA matrix CSV: ``path,label,pc_1..pc_k``."""
+    return [PATH, LABEL, *(f"pc_{i}" for i in range(1, k + 1))]
+
+
+def check_counts(report: Mapping[str, Any]) -> list[str]:
+    """Problems with a featurize report's accounting; empty when every input is accounted for."""
+    missing = [key for key in (R_INPUT, R_FEATURIZED, R_QUARANTINED) if key not in report]
+    if missing:
+        return [f"featurize report lacks {', '.join(missing)}"]
+    n_in, n_ok, n_bad = report[R_INPUT], report[R_FEATURIZED], report[R_QUARANTINED]
+    if n_in != n_ok + n_bad:
+        return [f"input {n_in} != featurized {n_ok} + quarantined {n_bad}"]
+    return []
+
+
+def check_pca_report(report: Mapping[str, Any], feature_rows: int) -> list[str]:
+    """Problems with a PCA report, given the number of feature rows over all batches."""
+    problems = []
+    k, rows = report.get(R_K), report.get(R_ROWS)
+    if rows != feature_rows:
+        problems.append(f"PCA rows {rows} != feature rows {feature_rows}")
+    explained = report.get(R_EXPLAINED) or []
+    if not isinstance(k, int) or k < 1 or len(explained) != k:
+        problems.append(f"PCA report k={k!r} does not match {len(explained)} explained variances")
+    return problems
+
+
+def check_csv_sample(header: list[str], rows: Iterable[list[str]], k: int) -> list[str]:
+    """Problems in the PCA CSV's header and a sample of its rows (arity, NaN, non-numbers)."""
+    expected = pca_csv_header(k)
+    if header != expected:
+        return [f"PCA CSV header {header[:4]}... != {expected[:4]}... (k={k})"]
+    problems = []
+    for n, row in enumerate(rows, start=2):
+        if len(row) != len(expected):
+            problems.append(f"PCA CSV line {n}: {len(row)} fields, expected {len(expected)}")
+            continue
+        try:
+            values = [float(v) for v in row[2:]]
+        except ValueError:
+            problems.append(f"PCA CSV line {n}: non-numeric component for {row[0]}")
+            continue
+        if not all(math.isfinite(v) for v in values):
+            problems.append(f"PCA CSV line {n}: NaN or infinite component for {row[0]}")
+    return problems

@@ -1,0 +1,268 @@
+"""Job 1: featurize fruit images with MobileNetV2 whose weights are broadcast from the driver.
+
+What happens, in order:
+
+1. The driver resolves the weights (``imagenet``, a path or ``s3://``), loads them into Keras
+   once to check them, and broadcasts the weight arrays (about 9 MB for alpha 1.0).
+2. Spark lists the images with the ``binaryFile`` source (``.jpg/.jpeg/.png``, any case,
+   recursively); the label is the image's parent folder. With ``--skip-existing``, images whose
+   path, size and modification time already stand in an earlier batch are left out.
+3. A pandas **iterator** UDF decodes, resizes and featurizes each Arrow batch of
+   ``--batch-size`` images. The first batch a Python worker sees builds MobileNetV2 from the
+   broadcast arrays; every later batch, partition and task of that worker reuses it
+   (:func:`fruits_jobs.model.cached_model`; Spark reuses Python workers between tasks).
+4. Rows whose bytes are not a usable image carry a ``reason`` instead of features: they are
+   written to ``quarantine/``, the others to ``features/``, and the report accounts for all.
+
+Why an iterator pandas UDF and not ``pyspark.ml.functions.predict_batch_udf``: both keep one
+model per worker, but ``predict_batch_udf`` takes numeric tensors, so decoding must happen in
+an earlier UDF whose output (224x224x3 float32, 600 kB an image, 20x the JPEG) is shipped
+JVM -> Python twice through Arrow; and one bad image fails its whole batch, where the quarantine
+needs a reason per row. ``make bench`` measures both (see the issue's closing note).
+
+Output: see :mod:`fruits_jobs.contract`. Re-running a batch replaces that batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
+from pyspark.sql.functions import pandas_udf
+
+from fruits_jobs import contract, storage
+from fruits_jobs.cli import batch_id, positive_int, run_job
+from fruits_jobs.errors import JobError
+from fruits_jobs.imaging import QuarantineError, decode
+from fruits_jobs.model import ModelSpec, cached_model, read_weights, resolve_weights, sha256_of
+
+log = logging.getLogger(__name__)
+
+RESULT_SCHEMA = f"{contract.FEATURES_COL} array<float>, {contract.REASON} string"
+IMAGE_GLOB = (
+    "*.{"
+    + ",".join(
+        "".join(f"[{c.lower()}{c.upper()}]" for c in ext.lstrip("."))
+        for ext in contract.IMAGE_EXTENSIONS
+    )
+    + "}"
+)
+"""``pathGlobFilter`` matching the contract's extensions in any case: ``*.{[jJ][pP][gG],...}``."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``featurize.py`` command line."""
+    parser = argparse.ArgumentParser(prog="featurize.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--images", required=True, help="folder URI of <Label>/<image> files")
+    parser.add_argument("--output", required=True, help="output root URI (see contract)")
+    parser.add_argument(
+        "--weights", default="imagenet", help="imagenet (Keras hub), a .h5 path or an s3:// URI"
+    )
+    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width (1.0)")
+    parser.add_argument("--image-size", type=positive_int, default=224, help="input side (224)")
+    parser.add_argument("--batch-id", type=batch_id, default="manual", help="batch name")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per predict")
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave out images already in an earlier batch (same path, size and mtime)",
+    )
+    return parser
+
+
+def featurize_batches(
+    contents: Iterator[pd.Series], spec: ModelSpec, weights: Any
+) -> Iterator[pd.DataFrame]:
+    """Features or a quarantine reason for each image in each batch of ``contents``.
+
+    :param contents: batches of image bytes (what Spark feeds an iterator pandas UDF).
+    :param spec: the model to use; built once per process by :func:`cached_model`.
+    :param weights: the broadcast weight arrays (read only when the model is built).
+    """
+    for content in contents:
+        features: list[np.ndarray | None] = [None] * len(content)
+        reasons: list[str | None] = [None] * len(content)
+        good, pixels = [], []
+        for i, data in enumerate(content):
+            try:
+                pixels.append(decode(data, spec.image_size))
+                good.append(i)
+            except QuarantineError as err:
+                reasons[i] = str(err)
+        if good:
+            batch = cached_model(spec, weights).predict_on_batch(np.stack(pixels))
+            if batch.shape != (len(good), contract.FEATURE_DIM):
+                raise ValueError(
+                    f"MobileNetV2 returned shape {batch.shape}, "
+                    f"expected {(len(good), contract.FEATURE_DIM)}"
+                )
+            for i, row in zip(good, np.asarray(batch, dtype=np.float32), strict=True):
+                features[i] = row
+        yield pd.DataFrame({contract.FEATURES_COL: features, contract.REASON: reasons})
+
+
+def featurize_udf(spec: ModelSpec, weights: Any) -> Callable[[Column], Column]:
+    """The iterator pandas UDF ``content -> struct(features, reason)`` for ``spec``."""
+
+    @pandas_udf(RESULT_SCHEMA)  # type: ignore[call-overload]
+    def featurize(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        return featurize_batches(contents, spec, weights)
+
+    return featurize
+
+
+def hadoop_path(uri: str) -> str:
+    """Spell a file URI as Hadoop's ``Path.toString`` does (``file:/a b``, not ``file:///a%20b``)."""
+    uri = unquote(uri)
+    return "file:/" + uri[len("file:///") :] if uri.startswith("file:///") else uri
+
+
+def list_images(spark: SparkSession, images: str) -> tuple[DataFrame, int]:
+    """``path, label, length, modification_time, content`` of every image under ``images``.
+
+    Spark's file scan silently skips 0-byte files, so the file index (``inputFiles``) is
+    reconciled with the scan, and the files the scan left out come back with empty content:
+    the featurizer then quarantines them like any other bad input.
+
+    :returns: the images and how many the file index lists.
+    :raises JobError: the folder does not exist or holds no image.
+    """
+    try:
+        files = (
+            spark.read.format("binaryFile")
+            .option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", IMAGE_GLOB)
+            .load(images)
+        )
+    except AnalysisException as err:
+        if "PATH_NOT_FOUND" in str(err) or "does not exist" in str(err):
+            raise JobError(f"images path does not exist: {images}") from err
+        raise
+    listed = [hadoop_path(uri) for uri in files.inputFiles()]
+    if not listed:
+        raise JobError(f"no images found under {images} (looked for {IMAGE_GLOB})")
+    files = files.select("path", "length", "modificationTime", "content")
+    unscanned = (
+        spark.createDataFrame([(p,) for p in listed], "path string")
+        .join(files.select("path"), "path", "left_anti")
+        .collect()
+    )
+    if unscanned:
+        log.warning("%d files the scan skipped (0 bytes): %s", len(unscanned), unscanned[:5])
+        statuses = [(row.path, *storage.status(spark, row.path), b"") for row in unscanned]
+        files = files.unionByName(spark.createDataFrame(statuses, files.schema))
+    return files.select(
+        F.col("path").alias(contract.PATH),
+        F.element_at(F.split("path", "/"), -2).alias(contract.LABEL),
+        F.col("length").alias(contract.LENGTH),
+        F.col("modificationTime").alias(contract.MTIME),
+        "content",
+    ), len(listed)
+
+
+def already_seen(spark: SparkSession, output: str, batch: str) -> DataFrame | None:
+    """Keys (path, length, mtime) of images featurized or quarantined in other batches."""
+    keys = [contract.PATH, contract.LENGTH, contract.MTIME]
+    seen = None
+    for dataset, schema in (
+        (contract.FEATURES, contract.FEATURES_SCHEMA),
+        (contract.QUARANTINE, contract.QUARANTINE_SCHEMA),
+    ):
+        uri = contract.dataset_uri(output, dataset)
+        if storage.exists(spark, uri):
+            rows = spark.read.schema(schema).parquet(uri)
+            rows = rows.where(F.col(contract.BATCH) != batch).select(*keys)
+            seen = rows if seen is None else seen.unionByName(rows)
+    return seen
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    """Featurize ``args.images`` into batch ``args.batch_id`` of ``args.output``; the report."""
+    started = time.perf_counter()
+    weights_path = resolve_weights(args.weights, args.alpha, args.image_size)
+    arrays = read_weights(weights_path, args.alpha, args.image_size)
+    spec = ModelSpec(args.alpha, args.image_size, sha256_of(weights_path))
+    broadcast = spark.sparkContext.broadcast(arrays)
+    loaded = time.perf_counter()
+    log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
+
+    images, discovered = list_images(spark, args.images)
+    seen = already_seen(spark, args.output, args.batch_id) if args.skip_existing else None
+    if seen is not None:
+        images = images.join(seen, [contract.PATH, contract.LENGTH, contract.MTIME], "left_anti")
+
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+    result = (
+        images.select(
+            contract.PATH,
+            contract.LABEL,
+            contract.LENGTH,
+            contract.MTIME,
+            featurize_udf(spec, broadcast)("content").alias("result"),
+        )
+        .select("*", "result.*")
+        .drop("result")
+    )
+    result.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        ok = F.col(contract.REASON).isNull()
+        result.where(ok).select(
+            contract.PATH, contract.LABEL, contract.LENGTH, contract.MTIME, contract.FEATURES_COL
+        ).write.mode("overwrite").parquet(
+            contract.batch_uri(args.output, contract.FEATURES, args.batch_id)
+        )
+        result.where(~ok).select(
+            contract.PATH, contract.LENGTH, contract.MTIME, contract.REASON
+        ).write.mode("overwrite").parquet(
+            contract.batch_uri(args.output, contract.QUARANTINE, args.batch_id)
+        )
+        counts = dict(result.groupBy(ok.alias("ok")).count().collect())
+    finally:
+        result.unpersist()
+        broadcast.unpersist()
+    done = time.perf_counter()
+
+    featurized, quarantined = counts.get(True, 0), counts.get(False, 0)
+    report = {
+        contract.R_BATCH: args.batch_id,
+        contract.R_DISCOVERED: discovered,
+        contract.R_SKIPPED: discovered - featurized - quarantined,
+        contract.R_INPUT: featurized + quarantined,
+        contract.R_FEATURIZED: featurized,
+        contract.R_QUARANTINED: quarantined,
+        contract.R_MODEL: spec.as_report(args.weights),
+        contract.R_TIMINGS: {
+            "weights": round(loaded - started, 3),
+            "featurize": round(done - loaded, 3),
+            "total": round(done - started, 3),
+        },
+        contract.R_THROUGHPUT: round((featurized + quarantined) / max(done - loaded, 1e-9), 2),
+        "images": args.images,
+        "skip_existing": args.skip_existing,
+    }
+    storage.write_json(spark, contract.featurize_report_uri(args.output, args.batch_id), report)
+    log.info(
+        "batch %s: %d images, %d featurized, %d quarantined, %d skipped, %.1f images/s",
+        args.batch_id,
+        discovered,
+        featurized,
+        quarantined,
+        report[contract.R_SKIPPED],
+        report[contract.R_THROUGHPUT],
+    )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``spark-submit featurize.py ...``: exit 0, or 2 with one line naming the problem."""
+    return run_job("featurize", build_parser(), run, argv)

@@ -1,0 +1,230 @@
+"""Job 2: fit a ``pyspark.ml`` PCA on every feature batch and write the reduced matrix.
+
+What happens, in order:
+
+1. All ``features/batch=*`` partitions are read and turned into ML vectors.
+2. A ``StandardScaler(withMean=True, withStd=False)`` centres them: Spark's ``PCAModel``
+   projects raw vectors, so without it the scores would be shifted by the mean's projection
+   and differ from numpy's / scikit-learn's.
+3. ``PCA`` is fitted with ``--k`` components, or, with ``--variance v``, with the smallest k
+   whose cumulative explained variance reaches ``v`` (one full fit reads the spectrum).
+4. The fitted ``PipelineModel`` (centre + PCA) is saved for later batches, the scores are
+   written as Parquet and as one CSV, and the report and two plots go to ``_reports/``.
+   The plots use a bounded sample: nothing collects the data set to the driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from pyspark.errors import AnalysisException
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import PCA, StandardScaler
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
+
+from fruits_jobs import contract, storage
+from fruits_jobs.cli import positive_int, run_job
+from fruits_jobs.errors import JobError
+
+log = logging.getLogger(__name__)
+
+PLOT_SAMPLE = 5000
+"""Most points drawn in the PC1/PC2 scatter plot."""
+
+
+def variance_fraction(text: str) -> float:
+    """``argparse`` type: a fraction of explained variance in (0, 1]."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pca.py`` command line."""
+    parser = argparse.ArgumentParser(prog="pca.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--features", required=True, help="features folder URI (all batches)")
+    parser.add_argument("--output", required=True, help="output root URI (see contract)")
+    size = parser.add_mutually_exclusive_group(required=True)
+    size.add_argument("--k", type=positive_int, help="number of components")
+    size.add_argument(
+        "--variance", type=variance_fraction, help="smallest k explaining this fraction"
+    )
+    return parser
+
+
+def read_features(spark: SparkSession, features: str) -> DataFrame:
+    """Every feature batch under ``features`` with a ``vector`` column.
+
+    :raises JobError: the folder does not exist.
+    """
+    try:
+        rows = spark.read.schema(contract.FEATURES_SCHEMA).parquet(features)
+    except AnalysisException as err:
+        if "PATH_NOT_FOUND" in str(err) or "does not exist" in str(err):
+            raise JobError(f"features path does not exist: {features}") from err
+        raise
+    return rows.select(
+        contract.PATH,
+        contract.LABEL,
+        contract.BATCH,
+        array_to_vector(contract.FEATURES_COL).alias("vector"),
+    )
+
+
+def smallest_k(explained: np.ndarray, variance: float) -> int:
+    """The smallest k whose cumulative explained variance reaches ``variance``.
+
+    >>> smallest_k(np.array([0.5, 0.3, 0.2]), 0.8)
+    2
+    """
+    cumulative = np.cumsum(explained)
+    return int(min(np.searchsorted(cumulative, variance - 1e-12) + 1, len(explained)))
+
+
+def fit(vectors: DataFrame, rows: int, args: argparse.Namespace) -> tuple[PipelineModel, int]:
+    """Fit centre + PCA on ``vectors``; the pipeline and its k."""
+    dim = min(contract.FEATURE_DIM, rows)
+    if args.k is not None and args.k > dim:
+        raise JobError(
+            f"--k {args.k} exceeds {dim}, the most that {rows} rows of "
+            f"{contract.FEATURE_DIM} features allow"
+        )
+    scaler = StandardScaler(inputCol="vector", outputCol="centred", withMean=True, withStd=False)
+    centre = scaler.fit(vectors)
+    centred = centre.transform(vectors).select("centred").persist()
+    try:
+        k = args.k
+        if k is None:
+            spectrum = PCA(k=dim, inputCol="centred", outputCol="scores").fit(centred)
+            k = smallest_k(spectrum.explainedVariance.toArray(), args.variance)
+            log.info("k=%d components explain >= %.3f of the variance", k, args.variance)
+        pca = PCA(k=k, inputCol="centred", outputCol="scores").fit(centred)
+    finally:
+        centred.unpersist()
+    return PipelineModel(stages=[centre, pca]), k
+
+
+def plot_variance(explained: np.ndarray) -> bytes:
+    """PNG: explained variance per component and cumulative."""
+    plt = _pyplot()
+    ks = np.arange(1, len(explained) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(ks, explained, color="tab:blue", label="per component")
+    ax.plot(ks, np.cumsum(explained), color="tab:orange", marker=".", label="cumulative")
+    ax.set(xlabel="principal component", ylabel="explained variance ratio", ylim=(0, 1.02))
+    ax.set_title(f"PCA of MobileNetV2 features: {np.sum(explained):.1%} with k={len(explained)}")
+    ax.legend(loc="center right")
+    return _png(fig)
+
+
+def plot_scatter(sample: Any, rows: int) -> bytes:
+    """PNG: PC1 against PC2 of a bounded sample, one colour per label."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 6))
+    labels = sorted(sample[contract.LABEL].unique())
+    colours = plt.get_cmap("tab20", max(len(labels), 1))
+    for n, label in enumerate(labels):
+        points = sample[sample[contract.LABEL] == label]
+        ax.scatter(points.pc_1, points.pc_2, s=10, color=colours(n % 20), label=label)
+    ax.set(xlabel="PC1", ylabel="PC2", title=f"PC1/PC2 of {len(sample)} of {rows} images")
+    if len(labels) <= 40:
+        ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _png(fig)
+
+
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display on a cluster node)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    """Fit the PCA on ``args.features`` and write everything under ``args.output``."""
+    started = time.perf_counter()
+    vectors = read_features(spark, args.features).persist()
+    try:
+        rows = vectors.count()
+        if rows == 0:
+            raise JobError(f"no feature rows under {args.features}")
+        model, k = fit(vectors, rows, args)
+        fitted = time.perf_counter()
+        scores = model.transform(vectors).select(
+            contract.PATH,
+            contract.LABEL,
+            contract.BATCH,
+            vector_to_array("scores", dtype="float32").alias(contract.PCA_COL),
+        )
+        scores.write.mode("overwrite").parquet(contract.dataset_uri(args.output, contract.PCA))
+    finally:
+        vectors.unpersist()
+    written = spark.read.parquet(contract.dataset_uri(args.output, contract.PCA))
+    header = contract.pca_csv_header(k)
+    written.select(
+        contract.PATH,
+        contract.LABEL,
+        *(F.col(contract.PCA_COL)[i].alias(name) for i, name in enumerate(header[2:])),
+    ).coalesce(1).write.mode("overwrite").csv(
+        contract.dataset_uri(args.output, contract.PCA_CSV), header=True
+    )
+    model.write().overwrite().save(contract.dataset_uri(args.output, contract.PCA_MODEL))
+    done = time.perf_counter()
+
+    explained = model.stages[-1].explainedVariance.toArray()
+    sample = (
+        written.sample(fraction=min(1.0, 2 * PLOT_SAMPLE / rows), seed=0)
+        .limit(PLOT_SAMPLE)
+        .select(
+            contract.LABEL,
+            F.col(contract.PCA_COL)[0].alias("pc_1"),
+            F.col(contract.PCA_COL)[min(1, k - 1)].alias("pc_2"),
+        )
+        .toPandas()
+    )
+    plots = {
+        contract.PCA_PLOTS[0]: plot_variance(explained),
+        contract.PCA_PLOTS[1]: plot_scatter(sample, rows),
+    }
+    for name, png in plots.items():
+        storage.write_bytes(spark, contract.plot_uri(args.output, name), png)
+    report = {
+        contract.R_K: k,
+        contract.R_ROWS: rows,
+        "target_variance": args.variance,
+        contract.R_EXPLAINED: [round(float(v), 6) for v in explained],
+        contract.R_CUMULATIVE: [round(float(v), 6) for v in np.cumsum(explained)],
+        "batches": sorted(r[0] for r in written.select(contract.BATCH).distinct().collect()),
+        contract.R_PLOTS: list(plots),
+        contract.R_TIMINGS: {
+            "fit": round(fitted - started, 3),
+            "write": round(done - fitted, 3),
+            "total": round(time.perf_counter() - started, 3),
+        },
+        "features": args.features,
+    }
+    storage.write_json(spark, contract.pca_report_uri(args.output), report)
+    log.info("PCA k=%d on %d rows: %.1f%% of the variance", k, rows, 100 * float(sum(explained)))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``spark-submit pca.py ...``: exit 0, or 2 with one line naming the problem."""
+    return run_job("pca", build_parser(), run, argv)

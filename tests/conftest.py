@@ -1,0 +1,139 @@
+"""Shared fixtures: one local SparkSession, the weights file, and real images from ../shared."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FRUITS_SHARED", ROOT.parent / "shared"))
+GROCERY = SHARED / "data" / "grocery-fruits-sample"
+FRUITS360 = SHARED / "data" / "fruits360-sample"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["PYSPARK_PYTHON"] = sys.executable
+os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+
+
+def pretrained_weights() -> Path | None:
+    """``FRUITS_WEIGHTS``, else the first ``*.h5`` in ``../shared/models``, else None."""
+    if os.environ.get("FRUITS_WEIGHTS"):
+        return Path(os.environ["FRUITS_WEIGHTS"])
+    found = sorted((SHARED / "models").glob("*.h5"))
+    return found[0] if found else None
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real ImageNet weights when shared/ has them, else a seeded MobileNetV2 saved to .h5.
+
+    Either way the job's loading and broadcast path runs on a real weights file.
+    """
+    found = pretrained_weights()
+    if found is not None:
+        return found
+    import keras
+
+    from fruits_jobs.model import build_model
+
+    print("no pretrained weights in ../shared/models: using a seeded MobileNetV2")
+    keras.utils.set_random_seed(1234)
+    path = tmp_path_factory.mktemp("weights") / "seeded_mobilenet_v2.weights.h5"
+    build_model(1.0, 224).save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession for the whole run (2 cores, small shuffles, no UI)."""
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("fruits-tests")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "4g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def sample_images(root: Path, per_label: int, labels: list[str] | None = None) -> list[Path]:
+    """The first ``per_label`` images of each label folder under ``root`` (sorted, stable)."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if labels is not None:
+        folders = [f for f in folders if f.name in labels]
+    return [img for f in folders for img in sorted(f.glob("*.jpg"))[:per_label]]
+
+
+def copy_images(images: list[Path], dest: Path, rename: str | None = None) -> None:
+    """Copy ``images`` to ``dest/<label>/``, optionally under a new label name."""
+    for img in images:
+        target = dest / (rename or img.parent.name)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(img, target / img.name)
+
+
+def _jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tricky_tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A folder of real photos plus every kind of awkward input, and what each should give.
+
+    Returns ``{"root": Path, "good": {name: label}, "bad": {name: reason prefix}}``.
+    """
+    root = tmp_path_factory.mktemp("tricky")
+    photo = sorted((GROCERY / "Banana").glob("*.jpg"))[0]
+    real = Image.open(photo).convert("RGB")
+    odd = root / "Pomme Golden é"  # spaces and an accent in the label
+    odd.mkdir()
+    copy_images(sample_images(GROCERY, 2, ["Apple Golden Delicious"]), root, "Pomme Golden é")
+    copy_images(sample_images(FRUITS360 / "Training", 2, ["Cherry 1"]), root / "Training")
+    rng = np.random.default_rng(0)
+    good = {
+        "gray.jpg": real.convert("L"),
+        "rgba.PNG": real.convert("RGBA"),
+        "palette.png": real.convert("P"),
+        "cmyk.jpeg": real.convert("CMYK"),
+        "huge.JPG": real.resize((4000, 4000)),
+    }
+    for name, image in good.items():
+        image.save(odd / name)
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW on display
+    real.save(rotated, format="JPEG", exif=exif)
+    (odd / "exif_rotated.jpg").write_bytes(rotated.getvalue())
+    good["exif_rotated.jpg"] = real
+    jpeg = _jpeg_bytes(real)
+    bad = {
+        "zero.jpg": (b"", "empty file"),
+        "notes.jpg": (b"just some text, not an image\n", "not a decodable image"),
+        "corrupt.jpg": (jpeg[:20] + rng.bytes(4000), "not a decodable image"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated image"),
+    }
+    for name, (content, _) in bad.items():
+        (odd / name).write_bytes(content)
+    (odd / "README.md").write_text("not an image extension: not an input")
+    labels = {name: "Pomme Golden é" for name in good}
+    for img in (root / "Pomme Golden é").glob("*.jpg"):
+        if img.name not in bad and img.name not in good:
+            labels[img.name] = "Pomme Golden é"
+    for img in (root / "Training" / "Cherry 1").glob("*.jpg"):
+        labels[img.name] = "Cherry 1"
+    return {"root": root, "good": labels, "bad": {k: v[1] for k, v in bad.items()}}

@@ -1,0 +1,181 @@
+"""Job 1 on real photos and on every kind of bad input, in one local SparkSession."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fruits_jobs import contract
+from fruits_jobs.featurize import main
+from tests.conftest import GROCERY, copy_images, sample_images
+
+
+def featurize(images: Path, output: Path, weights: Path, batch: str, *extra: str) -> int:
+    return main(
+        [
+            "--images",
+            str(images),
+            "--output",
+            str(output),
+            "--weights",
+            str(weights),
+            "--batch-id",
+            batch,
+            "--batch-size",
+            "8",
+            *extra,
+        ]
+    )
+
+
+def read_report(output: Path, batch: str) -> dict:
+    return json.loads(Path(contract.featurize_report_uri(str(output), batch)).read_text())
+
+
+@pytest.fixture(scope="module")
+def tricky_run(spark, tricky_tree, weights_file, tmp_path_factory):
+    output = tmp_path_factory.mktemp("out")
+    assert featurize(tricky_tree["root"], output, weights_file, "b1") == 0
+    return output
+
+
+def test_every_input_is_accounted_for(spark, tricky_run, tricky_tree):
+    report = read_report(tricky_run, "b1")
+    n_good, n_bad = len(tricky_tree["good"]), len(tricky_tree["bad"])
+    assert report["discovered"] == report["input"] == n_good + n_bad
+    assert (report["featurized"], report["quarantined"]) == (n_good, n_bad)
+    assert contract.check_counts(report) == []
+    assert report["model"]["weights_sha256"] and report["images_per_s"] > 0
+
+
+def test_quarantine_gives_each_bad_file_its_reason(spark, tricky_run, tricky_tree):
+    rows = (
+        spark.read.schema(contract.QUARANTINE_SCHEMA)
+        .parquet(str(tricky_run / contract.QUARANTINE))
+        .collect()
+    )
+    reasons = {Path(r.path).name: r.reason for r in rows}
+    assert set(reasons) == set(tricky_tree["bad"])
+    for name, prefix in tricky_tree["bad"].items():
+        assert reasons[name].startswith(prefix + ": "), (name, reasons[name])
+    assert {r.batch for r in rows} == {"b1"}
+
+
+def test_features_have_labels_from_parent_folder_and_1280_dims(spark, tricky_run, tricky_tree):
+    rows = (
+        spark.read.schema(contract.FEATURES_SCHEMA)
+        .parquet(str(tricky_run / contract.FEATURES))
+        .collect()
+    )
+    assert {Path(r.path).name: r.label for r in rows} == tricky_tree["good"]
+    assert "Training" not in {r.label for r in rows}
+    for r in rows:
+        assert len(r.features) == contract.FEATURE_DIM
+        assert np.isfinite(r.features).all()
+
+
+def test_spark_features_equal_single_process_keras(spark, tricky_run, weights_file):
+    """Same images, plain Keras in this process: proves the broadcast weights are the file's."""
+    import keras
+    from keras.applications.mobilenet_v2 import preprocess_input
+
+    rows = (
+        spark.read.schema(contract.FEATURES_SCHEMA)
+        .parquet(str(tricky_run / contract.FEATURES))
+        .where("label != 'Pomme Golden é' OR path LIKE '%Golden_Delicious%'")
+        .collect()
+    )
+    assert len(rows) == 4
+    model = keras.applications.MobileNetV2(
+        input_shape=(224, 224, 3), include_top=False, weights=str(weights_file), pooling="avg"
+    )
+    batch = np.stack(
+        [
+            keras.utils.img_to_array(
+                keras.utils.load_img(
+                    r.path.removeprefix("file:"), target_size=(224, 224), interpolation="bilinear"
+                )
+            )
+            for r in rows
+        ]
+    )
+    expected = model.predict(preprocess_input(batch), verbose=0)
+    got = np.array([r.features for r in rows], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert np.abs(expected).max() > 0.1  # a real signal, not zeros on both sides
+
+
+def test_rerun_replaces_the_batch_and_is_deterministic(spark, tricky_tree, weights_file, tmp_path):
+    assert featurize(tricky_tree["root"], tmp_path, weights_file, "b1") == 0
+    first = spark.read.parquet(str(tmp_path / contract.FEATURES)).toPandas()
+    assert featurize(tricky_tree["root"], tmp_path, weights_file, "b1") == 0
+    second = spark.read.parquet(str(tmp_path / contract.FEATURES)).toPandas()
+    quarantine = spark.read.parquet(str(tmp_path / contract.QUARANTINE)).count()
+    assert len(second) == len(first) == second.path.nunique()
+    assert quarantine == len(tricky_tree["bad"])
+    first, second = (f.sort_values("path").reset_index(drop=True) for f in (first, second))
+    np.testing.assert_array_equal(np.stack(first.features), np.stack(second.features))
+
+
+def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path):
+    images = tmp_path / "lake"
+    copy_images(sample_images(GROCERY, 2, ["Kiwi", "Lemon"]), images)
+    assert featurize(images, tmp_path / "out", weights_file, "day1", "--skip-existing") == 0
+    assert featurize(images, tmp_path / "out", weights_file, "day2", "--skip-existing") == 0
+    day2 = read_report(tmp_path / "out", "day2")
+    assert (day2["discovered"], day2["skipped_existing"], day2["featurized"]) == (4, 4, 0)
+    copy_images(sample_images(GROCERY, 1, ["Mango"]), images)
+    assert featurize(images, tmp_path / "out", weights_file, "day3", "--skip-existing") == 0
+    day3 = read_report(tmp_path / "out", "day3")
+    assert (day3["discovered"], day3["skipped_existing"], day3["featurized"]) == (5, 4, 1)
+    features = spark.read.schema(contract.FEATURES_SCHEMA).parquet(str(tmp_path / "out/features"))
+    assert features.count() == features.select("path").distinct().count() == 5
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "images path does not exist: "),
+        ("no_images", "no images found under "),
+        ("bad_weights", "is not MobileNetV2 weights"),
+        ("missing_weights", "weights file not found: "),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(spark, weights_file, tmp_path, capsys, case, message):
+    images, weights = tmp_path / "images", weights_file
+    if case == "no_images":
+        (images / "Kiwi").mkdir(parents=True)
+        (images / "Kiwi" / "notes.txt").write_text("no image here")
+    elif case != "missing":
+        copy_images(sample_images(GROCERY, 1, ["Kiwi"]), images)
+    if case == "bad_weights":
+        weights = tmp_path / "wrong.h5"
+        shutil.copy(
+            GROCERY / "Kiwi" / sorted(p.name for p in (GROCERY / "Kiwi").iterdir())[0], weights
+        )
+    if case == "missing_weights":
+        weights = tmp_path / "absent.h5"
+    assert featurize(images, tmp_path / "out", weights, "b1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("featurize: error: ") and message in err[0], err
+
+
+def test_model_is_built_once_per_process_across_batches(weights_file):
+    import pandas as pd
+
+    from fruits_jobs import model
+    from fruits_jobs.featurize import featurize_batches
+
+    arrays = model.read_weights(weights_file, 1.0, 96)
+    spec = model.ModelSpec(1.0, 96, "test-once")
+    images = sample_images(GROCERY, 1)[:6]
+    batches = [pd.Series([p.read_bytes() for p in images[i : i + 2]]) for i in range(0, 6, 2)]
+    before = model.model_builds()
+    out = list(featurize_batches(iter(batches), spec, arrays))
+    assert model.model_builds() == before + 1
+    assert [len(o) for o in out] == [2, 2, 2]
+    assert all(f.shape == (1280,) for o in out for f in o.features)
