@@ -1,0 +1,1 @@
+"""Airflow-side logic of the Fruits! pipeline: config, EMR specs, sync, validation (no Spark, no TF)."""

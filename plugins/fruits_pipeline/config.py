@@ -1,0 +1,175 @@
+"""Settings of the pipeline: one typed object, read from the environment, with the GDPR rule.
+
+Every setting ``name`` is read from ``AIRFLOW_VAR_FRUITS_<NAME>`` (an Airflow Variable set by
+environment) or ``FRUITS_<NAME>``, else its default below. Credentials are never settings:
+AWS access goes through the ``aws_default`` connection (or the connection named by
+``aws_conn_id``).
+
+>>> Settings(bucket="b").region
+'eu-west-1'
+>>> require_eu_region("us-east-1")
+Traceback (most recent call last):
+...
+fruits_pipeline.config.RegionError: region 'us-east-1' is outside the EU: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""The repository root (``plugins/`` sits directly under it)."""
+
+DEFAULT_REGION = "eu-west-1"
+EU_REGIONS = frozenset(
+    {
+        "eu-central-1",
+        "eu-central-2",
+        "eu-north-1",
+        "eu-south-1",
+        "eu-south-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+    }
+)
+"""AWS regions in the EU/EEA (eu-west-2, London, is kept: UK adequacy decision)."""
+
+GDPR_RULE = "Fruits! stores and processes personal photos in the EU only (GDPR)"
+
+
+class RegionError(ValueError):
+    """A region outside :data:`EU_REGIONS` was configured."""
+
+
+def require_eu_region(region: str) -> str:
+    """Return ``region`` if it is an EU region, else raise :class:`RegionError` naming it."""
+    if region not in EU_REGIONS:
+        raise RegionError(
+            f"region {region!r} is outside the EU: {GDPR_RULE}; "
+            f"use one of {', '.join(sorted(EU_REGIONS))}"
+        )
+    return region
+
+
+EC2_EUR_PER_HOUR = {
+    "m5.xlarge": 0.200,
+    "m5.2xlarge": 0.400,
+    "m5.4xlarge": 0.800,
+    "m6i.xlarge": 0.200,
+    "m6i.2xlarge": 0.400,
+    "c5.2xlarge": 0.360,
+    "c6i.2xlarge": 0.360,
+    "r5.xlarge": 0.260,
+    "r5.2xlarge": 0.520,
+}
+"""eu-west-1 on-demand Linux prices (EUR/h, rounded from USD list prices, 2026)."""
+EMR_EUR_PER_HOUR = {
+    "m5.xlarge": 0.045,
+    "m5.2xlarge": 0.090,
+    "m5.4xlarge": 0.180,
+    "m6i.xlarge": 0.045,
+    "m6i.2xlarge": 0.090,
+    "c5.2xlarge": 0.080,
+    "c6i.2xlarge": 0.080,
+    "r5.xlarge": 0.060,
+    "r5.2xlarge": 0.120,
+}
+"""eu-west-1 EMR surcharge per instance (EUR/h), kept beside the EC2 price it adds to."""
+SPOT_DISCOUNT = 0.6
+"""Assumed spot saving on the EC2 part (EMR's surcharge is the same on spot)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know that is not a per-run parameter.
+
+    Paths under ``bucket`` follow one layout: ``raw/images/<Label>/...`` for the lake,
+    ``code/<version>/`` for the jobs, ``outputs/`` for the output contract, ``emr-logs/``.
+    """
+
+    bucket: str = "fruits-lake-eu"
+    region: str = DEFAULT_REGION
+    aws_conn_id: str = "aws_default"
+    emr_release: str = "emr-7.12.0"
+    master_instance_type: str = "m5.xlarge"
+    core_instance_type: str = "m5.xlarge"
+    core_instance_count: int = 2
+    use_spot: bool = False
+    service_role: str = "EMR_DefaultRole"
+    job_flow_role: str = "EMR_EC2_DefaultRole"
+    idle_timeout_s: int = 3600
+    expected_hours: float = 1.0
+    max_cost_eur: float = 10.0
+    owner: str = "data-platform"
+    weights: str = "imagenet"
+    image_source: str = ""
+    local_root: str = str(PROJECT_ROOT / "out" / "local")
+
+    def __post_init__(self) -> None:
+        require_eu_region(self.region)
+        if self.core_instance_count < 1:
+            raise ValueError(f"core_instance_count must be >= 1, got {self.core_instance_count}")
+        for kind in (self.master_instance_type, self.core_instance_type):
+            if kind not in EC2_EUR_PER_HOUR:
+                raise ValueError(
+                    f"instance type {kind!r} has no price in the cost table; "
+                    f"known: {', '.join(sorted(EC2_EUR_PER_HOUR))}"
+                )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``AIRFLOW_VAR_FRUITS_<NAME>`` / ``FRUITS_<NAME>``, else defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            key = spec.name.upper()
+            raw = environ.get(f"AIRFLOW_VAR_FRUITS_{key}", environ.get(f"FRUITS_{key}"))
+            if raw is None:
+                continue
+            kind = type(getattr(cls, spec.name, ""))
+            values[spec.name] = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
+        return cls(**values)
+
+    # --- the bucket layout ------------------------------------------------------------------
+    @property
+    def s3_root(self) -> str:
+        """``s3://<bucket>``."""
+        return f"s3://{self.bucket}"
+
+    @property
+    def raw_images_uri(self) -> str:
+        """Where synced images live: ``s3://<bucket>/raw/images``."""
+        return f"{self.s3_root}/raw/images"
+
+    @property
+    def output_uri(self) -> str:
+        """Root of the Spark jobs' output contract on S3."""
+        return f"{self.s3_root}/outputs"
+
+    @property
+    def log_uri(self) -> str:
+        """EMR ``LogUri``: in the same bucket, so logs stay in the EU too."""
+        return f"{self.s3_root}/emr-logs/"
+
+    def code_uri(self, version: str) -> str:
+        """Versioned code prefix: ``s3://<bucket>/code/<version>``."""
+        return f"{self.s3_root}/code/{version}"
+
+    # --- cost guard --------------------------------------------------------------------------
+    def estimated_cost_eur(self) -> float:
+        """Cost of one run: instances x hourly EC2 (+spot saving) and EMR price x hours."""
+        ec2_factor = 1 - SPOT_DISCOUNT if self.use_spot else 1.0
+        per_hour = sum(
+            count * (EC2_EUR_PER_HOUR[kind] * ec2_factor + EMR_EUR_PER_HOUR[kind])
+            for kind, count in (
+                (self.master_instance_type, 1),
+                (self.core_instance_type, self.core_instance_count),
+            )
+        )
+        return round(per_hour * self.expected_hours, 4)
