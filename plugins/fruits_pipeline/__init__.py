@@ -1,1 +1,1 @@
-"""Airflow-side logic of the Fruits! pipeline: config, EMR specs, sync, validation (no Spark, no TF)."""
+"""Airflow-side logic of the Fruits! pipeline (config, EMR specs, sync, validation); no Spark."""
