@@ -25,6 +25,11 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The repository root (``plugins/`` sits directly under it)."""
 
+EMR_PYTHON = "/usr/bin/python3.11"
+"""The Python that the EMR bootstrap action installs the job dependencies into."""
+EMR_BOOTSTRAP_SCRIPT = "spark_jobs/bootstrap/install_python_deps.sh"
+"""The bootstrap action's script, relative to :data:`PROJECT_ROOT`."""
+
 DEFAULT_REGION = "eu-west-1"
 EU_REGIONS = frozenset(
     {
