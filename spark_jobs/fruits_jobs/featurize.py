@@ -72,10 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=positive_int, default=224, help="input side (224)")
     parser.add_argument("--batch-id", type=batch_id, default="manual", help="batch name")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per predict")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--skip-existing",
         action="store_true",
         help="leave out images already in an earlier batch (same path, size and mtime)",
+    )
+    mode.add_argument(
+        "--full-recompute",
+        action="store_true",
+        help="delete the features and quarantine of every batch, then featurize all images",
     )
     return parser
 
@@ -197,6 +203,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
 
     images, discovered = list_images(spark, args.images)
+    if args.full_recompute:
+        for dataset in (contract.FEATURES, contract.QUARANTINE):
+            log.warning("full recompute: deleting %s", contract.dataset_uri(args.output, dataset))
+            storage.delete(spark, contract.dataset_uri(args.output, dataset))
     seen = already_seen(spark, args.output, args.batch_id) if args.skip_existing else None
     if seen is not None:
         images = images.join(seen, [contract.PATH, contract.LENGTH, contract.MTIME], "left_anti")
@@ -249,6 +259,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         contract.R_THROUGHPUT: round((featurized + quarantined) / max(done - loaded, 1e-9), 2),
         "images": args.images,
         "skip_existing": args.skip_existing,
+        "full_recompute": args.full_recompute,
     }
     storage.write_json(spark, contract.featurize_report_uri(args.output, args.batch_id), report)
     log.info(

@@ -26,6 +26,12 @@ def exists(spark: SparkSession, uri: str) -> bool:
     return bool(filesystem.exists(path))
 
 
+def delete(spark: SparkSession, uri: str) -> bool:
+    """Delete the file or folder at ``uri`` (recursively); whether anything was there."""
+    filesystem, path = _filesystem(spark, uri)
+    return bool(filesystem.delete(path, True))
+
+
 def status(spark: SparkSession, uri: str) -> tuple[int, datetime]:
     """Length in bytes and modification time of the file at ``uri``."""
     filesystem, path = _filesystem(spark, uri)

@@ -134,6 +134,10 @@ def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path)
     assert (day3["discovered"], day3["skipped_existing"], day3["featurized"]) == (5, 4, 1)
     features = spark.read.schema(contract.FEATURES_SCHEMA).parquet(str(tmp_path / "out/features"))
     assert features.count() == features.select("path").distinct().count() == 5
+    assert featurize(images, tmp_path / "out", weights_file, "day4", "--full-recompute") == 0
+    features = spark.read.schema(contract.FEATURES_SCHEMA).parquet(str(tmp_path / "out/features"))
+    assert [r.batch for r in features.select("batch").distinct().collect()] == ["day4"]
+    assert features.count() == read_report(tmp_path / "out", "day4")["featurized"] == 5
 
 
 @pytest.mark.parametrize(

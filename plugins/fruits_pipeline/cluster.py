@@ -1,0 +1,78 @@
+"""The EMR cluster request (``RunJobFlow`` body) of one batch, built from :class:`Settings`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fruits_pipeline.config import EMR_PYTHON, Settings
+
+BOOTSTRAP_KEY = "bootstrap/install_python_deps.sh"
+"""Where ``upload_code`` puts the bootstrap script under the versioned code prefix."""
+
+
+def instance_group(role: str, kind: str, count: int, *, spot: bool) -> dict[str, Any]:
+    """One ``InstanceGroups`` entry (``MASTER`` or ``CORE``)."""
+    return {
+        "Name": role.lower(),
+        "InstanceRole": role,
+        "InstanceType": kind,
+        "InstanceCount": count,
+        "Market": "SPOT" if spot else "ON_DEMAND",
+    }
+
+
+def job_flow_overrides(settings: Settings, batch_id: str, code_uri: str) -> dict[str, Any]:
+    """The ``RunJobFlow`` request for ``batch_id``; ``code_uri`` holds the uploaded jobs.
+
+    * Spark on ``settings.emr_release``, logs to ``settings.log_uri`` in the same EU bucket.
+    * A bootstrap action installs the pinned job dependencies into :data:`EMR_PYTHON` on
+      every node, and Spark's Python points at it.
+    * ``AutoTerminationPolicy`` always set: an idle cluster stops itself even if Airflow dies.
+    * The master stays on-demand; core nodes go spot when ``settings.use_spot``.
+    """
+    return {
+        "Name": f"fruits-{batch_id}",
+        "ReleaseLabel": settings.emr_release,
+        "Applications": [{"Name": "Hadoop"}, {"Name": "Spark"}],
+        "LogUri": settings.log_uri,
+        "Instances": {
+            "InstanceGroups": [
+                instance_group("MASTER", settings.master_instance_type, 1, spot=False),
+                instance_group(
+                    "CORE",
+                    settings.core_instance_type,
+                    settings.core_instance_count,
+                    spot=settings.use_spot,
+                ),
+            ],
+            "KeepJobFlowAliveWhenNoSteps": True,
+            "TerminationProtected": False,
+        },
+        "BootstrapActions": [
+            {
+                "Name": "install-python-deps",
+                "ScriptBootstrapAction": {"Path": f"{code_uri}/{BOOTSTRAP_KEY}", "Args": []},
+            }
+        ],
+        "Configurations": [
+            {
+                "Classification": "spark-env",
+                "Configurations": [
+                    {"Classification": "export", "Properties": {"PYSPARK_PYTHON": EMR_PYTHON}}
+                ],
+            },
+            {
+                "Classification": "spark-defaults",
+                "Properties": {"spark.sql.execution.arrow.pyspark.enabled": "true"},
+            },
+        ],
+        "AutoTerminationPolicy": {"IdleTimeout": settings.idle_timeout_s},
+        "ServiceRole": settings.service_role,
+        "JobFlowRole": settings.job_flow_role,
+        "VisibleToAllUsers": True,
+        "Tags": [
+            {"Key": "project", "Value": "fruits"},
+            {"Key": "batch", "Value": batch_id},
+            {"Key": "owner", "Value": settings.owner},
+        ],
+    }

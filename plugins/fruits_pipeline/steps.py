@@ -1,0 +1,101 @@
+"""The spark-submit command lines of the two jobs: one builder for EMR and for local runs.
+
+>>> featurize_args("s3://b/raw/images", "s3://b/outputs", "imagenet", "2026-11-24")
+['--images', 's3://b/raw/images', '--output', 's3://b/outputs', '--weights', 'imagenet', \
+'--batch-id', '2026-11-24', '--skip-existing']
+>>> pca_args("s3://b/outputs", variance=0.9)
+['--features', 's3://b/outputs/features', '--output', 's3://b/outputs', '--variance', '0.9']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fruits_jobs import contract
+
+FEATURIZE = "featurize"
+PCA = "pca"
+JOBS = (FEATURIZE, PCA)
+PACKAGE_ZIP = "fruits_jobs.zip"
+"""The jobs' package as shipped with ``--py-files`` to the cluster."""
+
+
+def featurize_args(
+    images: str,
+    output: str,
+    weights: str,
+    batch_id: str,
+    *,
+    full_recompute: bool = False,
+) -> list[str]:
+    """Arguments of ``featurize.py``: incremental (``--skip-existing``) unless a full recompute."""
+    args = ["--images", images, "--output", output, "--weights", weights]
+    args += ["--batch-id", contract.validate_batch_id(batch_id)]
+    args.append("--full-recompute" if full_recompute else "--skip-existing")
+    return args
+
+
+def pca_args(output: str, *, k: int | None = None, variance: float | None = None) -> list[str]:
+    """Arguments of ``pca.py``: refit on every batch, sized by exactly one of k or variance."""
+    if (k is None) == (variance is None):
+        raise ValueError(f"give exactly one of k or variance, got k={k!r}, variance={variance!r}")
+    size = ["--k", str(k)] if k is not None else ["--variance", str(variance)]
+    return [
+        "--features",
+        contract.dataset_uri(output, contract.FEATURES),
+        "--output",
+        output,
+        *size,
+    ]
+
+
+@dataclass(frozen=True)
+class SparkTarget:
+    """Where and how ``spark-submit`` runs: the EMR cluster or this machine.
+
+    :param code_root: folder (or ``s3://`` prefix) holding ``featurize.py`` and ``pca.py``.
+    :param submit: the ``spark-submit`` words before the script (master, deploy mode, confs).
+    :param py_files: the zipped ``fruits_jobs`` package, when the nodes do not have it.
+    """
+
+    code_root: str
+    submit: tuple[str, ...]
+    py_files: str | None = None
+
+    def command(self, job: str, args: list[str]) -> list[str]:
+        """The full ``spark-submit`` command line of ``job`` (``featurize`` or ``pca``)."""
+        if job not in JOBS:
+            raise ValueError(f"unknown job {job!r}; expected one of {JOBS}")
+        py_files = ["--py-files", self.py_files] if self.py_files else []
+        return [*self.submit, *py_files, contract.join(self.code_root, f"{job}.py"), *args]
+
+
+def emr_target(code_uri: str, python: str) -> SparkTarget:
+    """spark-submit in YARN cluster mode, the package zip shipped, ``python`` on every node."""
+    return SparkTarget(
+        code_root=code_uri,
+        submit=(
+            "spark-submit",
+            "--deploy-mode",
+            "cluster",
+            "--conf",
+            f"spark.yarn.appMasterEnv.PYSPARK_PYTHON={python}",
+            "--conf",
+            f"spark.executorEnv.PYSPARK_PYTHON={python}",
+        ),
+        py_files=contract.join(code_uri, PACKAGE_ZIP),
+    )
+
+
+def emr_step(job: str, target: SparkTarget, args: list[str]) -> dict[str, Any]:
+    """One EMR step (``command-runner.jar`` running spark-submit) for ``add_job_flow_steps``.
+
+    ``ActionOnFailure=CONTINUE``: the DAG, not EMR, decides what follows a failed step (the
+    cluster is always terminated by the ``terminate_cluster`` task).
+    """
+    return {
+        "Name": f"fruits-{job}",
+        "ActionOnFailure": "CONTINUE",
+        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": target.command(job, args)},
+    }
