@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,21 @@ SPOT_DISCOUNT = 0.6
 """Assumed spot saving on the EC2 part (EMR's surcharge is the same on spot)."""
 
 
+def default_image_source() -> str:
+    """The shared grocery sample beside the project, else the fetched Fruits-360 sample."""
+    shared = PROJECT_ROOT.parent / "shared" / "data" / "grocery-fruits-sample"
+    return str(shared if shared.is_dir() else PROJECT_ROOT / "data" / "fruits360-sample")
+
+
+def default_weights() -> str:
+    """The first ``*.h5`` in ``../shared/models`` when there is one, else Keras' ``imagenet``."""
+    found = sorted((PROJECT_ROOT.parent / "shared" / "models").glob("*.h5"))
+    return str(found[0]) if found else "imagenet"
+
+
+_FIELD_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs to know that is not a per-run parameter.
@@ -112,9 +127,10 @@ class Settings:
     expected_hours: float = 1.0
     max_cost_eur: float = 10.0
     owner: str = "data-platform"
-    weights: str = "imagenet"
-    image_source: str = ""
+    weights: str = field(default_factory=default_weights)
+    image_source: str = field(default_factory=default_image_source)
     local_root: str = str(PROJECT_ROOT / "out" / "local")
+    step_poke_interval_s: int = 60
 
     def __post_init__(self) -> None:
         require_eu_region(self.region)
@@ -137,7 +153,7 @@ class Settings:
             raw = environ.get(f"AIRFLOW_VAR_FRUITS_{key}", environ.get(f"FRUITS_{key}"))
             if raw is None:
                 continue
-            kind = type(getattr(cls, spec.name, ""))
+            kind = _FIELD_TYPES[str(spec.type)]
             values[spec.name] = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
         return cls(**values)
 
@@ -161,6 +177,16 @@ class Settings:
     def log_uri(self) -> str:
         """EMR ``LogUri``: in the same bucket, so logs stay in the EU too."""
         return f"{self.s3_root}/emr-logs/"
+
+    @property
+    def local_lake(self) -> str:
+        """The local target's lake folder (what ``sync_images`` fills)."""
+        return str(Path(self.local_root) / "lake")
+
+    @property
+    def local_output(self) -> str:
+        """The local target's output root (the output contract)."""
+        return str(Path(self.local_root) / "outputs")
 
     def code_uri(self, version: str) -> str:
         """Versioned code prefix: ``s3://<bucket>/code/<version>``."""

@@ -107,19 +107,33 @@ def batch_uri(root: str, dataset: str, batch: str) -> str:
     return join(root, dataset, f"{BATCH}={validate_batch_id(batch)}")
 
 
+FEATURIZE_REPORT_PREFIX = f"{REPORTS}/featurize-"
+PCA_REPORT_KEY = f"{REPORTS}/pca.json"
+
+
+def featurize_report_key(batch: str) -> str:
+    """The report of ``batch``, relative to the output root."""
+    return f"{FEATURIZE_REPORT_PREFIX}{validate_batch_id(batch)}.json"
+
+
 def featurize_report_uri(root: str, batch: str) -> str:
     """Where ``featurize.py`` writes the report of ``batch``."""
-    return join(root, REPORTS, f"featurize-{validate_batch_id(batch)}.json")
+    return join(root, featurize_report_key(batch))
 
 
 def pca_report_uri(root: str) -> str:
     """Where ``pca.py`` writes its report."""
-    return join(root, REPORTS, "pca.json")
+    return join(root, PCA_REPORT_KEY)
+
+
+def plot_key(name: str) -> str:
+    """The plot ``name`` (one of ``PCA_PLOTS``), relative to the output root."""
+    return f"{REPORTS}/{name}"
 
 
 def plot_uri(root: str, name: str) -> str:
-    """Where ``pca.py`` writes the plot ``name`` (one of ``PCA_PLOTS``)."""
-    return join(root, REPORTS, name)
+    """Where ``pca.py`` writes the plot ``name``."""
+    return join(root, plot_key(name))
 
 
 def validate_batch_id(batch: str) -> str:

@@ -1,0 +1,96 @@
+"""Fruits! on AWS EMR (eu-west-1): sync, featurize, PCA, validate, and always terminate.
+
+``preflight`` -> ``sync_images`` + ``upload_code`` -> ``create_cluster`` -> featurize step ->
+PCA step -> ``validate_outputs`` -> ``terminate_cluster`` (runs whatever happened) ->
+``watcher`` (fails the run when anything failed). Settings: ``fruits_pipeline.config``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.providers.amazon.aws.operators.emr import (
+    EmrAddStepsOperator,
+    EmrCreateJobFlowOperator,
+    EmrTerminateJobFlowOperator,
+)
+from airflow.sdk import DAG, Asset, TriggerRule, chain
+
+from fruits_jobs import contract
+from fruits_pipeline import tasks
+from fruits_pipeline.config import Settings
+from fruits_pipeline.operators import EmrStepWithLogsSensor, OutputContractSensor
+from fruits_pipeline.steps import FEATURIZE, PCA
+
+SETTINGS = Settings.from_env()  # a non-EU region fails here, when the DAG is parsed
+AWS = {"aws_conn_id": SETTINGS.aws_conn_id, "region_name": SETTINGS.region}
+
+with DAG(
+    dag_id="fruits_emr",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params=tasks.run_params(SETTINGS),
+    tags=["fruits", "emr", SETTINGS.region],
+    doc_md=__doc__,
+    default_args={"retries": 0},
+) as dag:
+    run = tasks.preflight_emr.override(task_id="preflight")(SETTINGS)
+    go = tasks.proceed(run)
+    synced = tasks.sync_images(run, lake=SETTINGS.raw_images_uri, aws_conn_id=SETTINGS.aws_conn_id)
+    code = tasks.upload_code(SETTINGS)
+    create_cluster = EmrCreateJobFlowOperator(
+        task_id="create_cluster",
+        job_flow_overrides=tasks.cluster_request(run, code, SETTINGS),
+        emr_conn_id=None,
+        **AWS,
+    )
+    sensed = {}
+    for job in (FEATURIZE, PCA):
+        add_step = EmrAddStepsOperator(
+            task_id=f"add_{job}_step",
+            job_flow_id=create_cluster.output,
+            steps=tasks.emr_steps.override(task_id=f"{job}_step_spec")(job, run, code, SETTINGS),
+            **AWS,
+        )
+        wait_step = EmrStepWithLogsSensor(
+            task_id=job,
+            job_flow_id=create_cluster.output,
+            step_id=f"{{{{ ti.xcom_pull(task_ids='add_{job}_step')[0] }}}}",
+            log_uri=SETTINGS.log_uri,
+            poke_interval=SETTINGS.step_poke_interval_s,
+            max_attempts=int(6 * 3600 / SETTINGS.step_poke_interval_s),
+            **AWS,
+        )
+        sensed[job] = (add_step, wait_step)
+    validate_outputs = OutputContractSensor(
+        task_id="validate_outputs",
+        output_uri=SETTINGS.output_uri,
+        batch_id=run["batch_id"],
+        aws_conn_id=SETTINGS.aws_conn_id,
+        poke_interval=30,
+        timeout=600,
+        mode="reschedule",
+        outlets=[
+            Asset(contract.dataset_uri(SETTINGS.output_uri, name))
+            for name in (contract.FEATURES, contract.PCA, contract.PCA_CSV)
+        ],
+    )
+    terminate_cluster = EmrTerminateJobFlowOperator(
+        task_id="terminate_cluster",
+        job_flow_id=create_cluster.output,
+        trigger_rule=TriggerRule.ALL_DONE,
+        **AWS,
+    )
+    chain(
+        run,
+        go,
+        [synced, code],
+        create_cluster,
+        *sensed[FEATURIZE],
+        *sensed[PCA],
+        validate_outputs,
+        terminate_cluster,
+    )
+    list(dag.tasks) >> tasks.watcher()

@@ -1,0 +1,90 @@
+"""The two Airflow classes the pipeline adds to the amazon provider's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from fruits_pipeline.stores import open_store
+from fruits_pipeline.validation import validate
+
+
+class EmrStepWithLogsSensor(EmrStepSensor):
+    """:class:`EmrStepSensor` whose failure names the step's log folder on S3.
+
+    Calls ``DescribeStep`` like its parent. When the step fails, the error adds
+    ``<log_uri><cluster id>/steps/<step id>/`` (where EMR ships ``stderr.gz``/``controller.gz``).
+
+    :param log_uri: the cluster's ``LogUri`` (ends with ``/``).
+    """
+
+    def __init__(self, *, log_uri: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.log_uri = log_uri
+
+    @property
+    def step_log_uri(self) -> str:
+        """Where EMR writes this step's logs."""
+        return f"{self.log_uri}{self.job_flow_id}/steps/{self.step_id}/"
+
+    def poke(self, context: Context) -> bool:
+        """Poke as the parent does; on failure, re-raise with the step's log location."""
+        try:
+            return super().poke(context)
+        except AirflowException as err:
+            self.log.error("step %s failed; logs in %s", self.step_id, self.step_log_uri)
+            raise AirflowException(f"{err}; step logs: {self.step_log_uri}") from err
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> None:
+        """Finish a deferred wait as the parent does, naming the logs on failure."""
+        try:
+            super().execute_complete(context, event)
+        except AirflowException as err:
+            raise AirflowException(f"{err}; step logs: {self.step_log_uri}") from err
+
+
+class OutputContractSensor(BaseSensorOperator):
+    """Wait until the Spark jobs' outputs under ``output_uri`` satisfy their contract.
+
+    Reads the reports, the PCA CSV's head and the listing of ``_reports/`` (``ListObjectsV2`` and
+    ``GetObject`` on S3; plain files locally), through :func:`fruits_pipeline.validation.validate`.
+    Missing files keep the sensor waiting; outputs that contradict the contract fail it at once,
+    with every problem named. The XCom is the validation summary.
+
+    :param output_uri: output root, a folder or ``s3://bucket/prefix`` (templated).
+    :param batch_id: the batch to check (templated).
+    :param aws_conn_id: connection for S3 outputs; unused for local ones.
+    """
+
+    template_fields: Sequence[str] = ("output_uri", "batch_id")
+
+    def __init__(
+        self, *, output_uri: str, batch_id: str, aws_conn_id: str = "aws_default", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.output_uri = output_uri
+        self.batch_id = batch_id
+        self.aws_conn_id = aws_conn_id
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """One validation pass."""
+        client = (
+            S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
+            if self.output_uri.startswith("s3")
+            else None
+        )
+        findings = validate(open_store(self.output_uri, client), self.batch_id)
+        if findings.wrong:
+            raise AirflowFailException(
+                f"outputs in {self.output_uri} break the contract: " + "; ".join(findings.wrong)
+            )
+        if findings.missing:
+            self.log.info("still missing: %s", ", ".join(findings.missing))
+            return PokeReturnValue(is_done=False)
+        self.log.info("outputs valid: %s", findings.summary)
+        return PokeReturnValue(is_done=True, xcom_value=findings.summary)
