@@ -12,14 +12,17 @@ from datetime import datetime
 from airflow.providers.amazon.aws.operators.emr import (
     EmrAddStepsOperator,
     EmrCreateJobFlowOperator,
-    EmrTerminateJobFlowOperator,
 )
 from airflow.sdk import DAG, Asset, TriggerRule, chain
 
 from fruits_jobs import contract
 from fruits_pipeline import tasks
 from fruits_pipeline.config import Settings
-from fruits_pipeline.operators import EmrStepWithLogsSensor, OutputContractSensor
+from fruits_pipeline.operators import (
+    EmrStepWithLogsSensor,
+    EmrTerminateCreatedJobFlowOperator,
+    OutputContractSensor,
+)
 from fruits_pipeline.steps import FEATURIZE, PCA
 
 SETTINGS = Settings.from_env()  # a non-EU region fails here, when the DAG is parsed
@@ -77,7 +80,7 @@ with DAG(
             for name in (contract.FEATURES, contract.PCA, contract.PCA_CSV)
         ],
     )
-    terminate_cluster = EmrTerminateJobFlowOperator(
+    terminate_cluster = EmrTerminateCreatedJobFlowOperator(
         task_id="terminate_cluster",
         job_flow_id=create_cluster.output,
         trigger_rule=TriggerRule.ALL_DONE,

@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ GROCERY = SHARED / "data" / "grocery-fruits-sample"
 FRUITS360 = SHARED / "data" / "fruits360-sample"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Airflow reads its configuration on first import: point it at a throwaway home and our folders.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="fruits-airflow-")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.providers.amazon.aws.operators.emr import EmrTerminateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from fruits_pipeline.stores import open_store
 from fruits_pipeline.validation import validate
@@ -46,6 +47,21 @@ class EmrStepWithLogsSensor(EmrStepSensor):
             super().execute_complete(context, event)
         except AirflowException as err:
             raise AirflowException(f"{err}; step logs: {self.step_log_uri}") from err
+
+
+class EmrTerminateCreatedJobFlowOperator(EmrTerminateJobFlowOperator):
+    """:class:`EmrTerminateJobFlowOperator` that skips when no cluster was created.
+
+    Calls ``TerminateJobFlows`` like its parent when ``job_flow_id`` is set; when cluster
+    creation itself failed there is nothing to terminate, and the task is skipped instead of
+    failing on an empty id (the watcher still fails the run).
+    """
+
+    def execute(self, context: Context) -> None:
+        """Terminate ``job_flow_id``, or skip when it is empty."""
+        if not self.job_flow_id or self.job_flow_id == "None":
+            raise AirflowSkipException("no cluster was created: nothing to terminate")
+        super().execute(context)
 
 
 class OutputContractSensor(BaseSensorOperator):

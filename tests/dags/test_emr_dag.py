@@ -1,0 +1,191 @@
+"""The EMR DAG run for real by Airflow (``dag.test``), with moto standing in for S3 and EMR.
+
+moto never advances an EMR step, so each test decides the outcome of each step by name as
+moto creates it (in-process), and writes what the jobs would have written to moto's S3.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.emr import responses as emr_responses
+from moto.emr.models import ElasticMapReduceBackend
+
+from fruits_jobs import contract
+
+BUCKET = "fruits-test-lake"
+REGION = "eu-west-1"
+
+
+def make_bucket(encrypted: bool = True) -> Any:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    if encrypted:
+        s3.put_bucket_encryption(
+            Bucket=BUCKET,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
+    s3.put_public_access_block(
+        Bucket=BUCKET,
+        PublicAccessBlockConfiguration=dict.fromkeys(
+            ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"),
+            True,
+        ),
+    )
+    return s3
+
+
+def write_outputs(s3: Any, batch: str, *, rows: int = 3, consistent: bool = True) -> None:
+    """What the two Spark steps write, per the contract (``consistent=False``: broken counts)."""
+    root = "outputs"
+    featurize = {"input": rows, "featurized": rows - 1, "quarantined": 1 if consistent else 0}
+    pca = {"k": 2, "rows": rows - 1, "explained_variance": [0.6, 0.3]}
+    csv = "path,label,pc_1,pc_2\n" + "".join(f"s3://x/L/{i}.jpg,L,0.{i},1.5\n" for i in range(2))
+    objects = {
+        contract.featurize_report_key(batch): json.dumps(featurize),
+        contract.PCA_REPORT_KEY: json.dumps(pca),
+        f"{contract.PCA_CSV}/part-00000.csv": csv,
+        **{contract.plot_key(name): "png" for name in contract.PCA_PLOTS},
+    }
+    for key, body in objects.items():
+        s3.put_object(Bucket=BUCKET, Key=f"{root}/{key}", Body=body.encode())
+
+
+@pytest.fixture
+def emr_world(monkeypatch, aws_credentials, tmp_path):
+    """moto S3 + EMR; step outcomes by step name; every RunJobFlow request recorded."""
+    outcomes: dict[str, str] = {}
+    requests: list[dict] = []
+    add_steps = ElasticMapReduceBackend.add_job_flow_steps
+
+    def add_steps_with_outcome(self, job_flow_id, steps):
+        created = add_steps(self, job_flow_id, steps)
+        for step in created:
+            step.state = outcomes.get(step.name, "COMPLETED")
+            if step.name == "fruits-pca" and step.state == "COMPLETED":
+                write_outputs(boto3.client("s3", region_name=REGION), **outputs)
+        return created
+
+    run_job_flow = emr_responses.ElasticMapReduceResponse.run_job_flow
+
+    def record(self):
+        requests.append(self._get_params())
+        return run_job_flow(self)
+
+    monkeypatch.setattr(ElasticMapReduceBackend, "add_job_flow_steps", add_steps_with_outcome)
+    monkeypatch.setattr(emr_responses.ElasticMapReduceResponse, "run_job_flow", record)
+    outputs: dict[str, Any] = {"batch": "2026-11-20"}
+    images = tmp_path / "landing" / "Kiwi"
+    images.mkdir(parents=True)
+    (images / "a.jpg").write_bytes(b"\xff\xd8 not really a jpeg, sync does not care")
+    with mock_aws():
+        s3 = make_bucket()
+        yield {
+            "s3": s3,
+            "emr": boto3.client("emr", region_name=REGION),
+            "outcomes": outcomes,
+            "outputs": outputs,
+            "requests": requests,
+            "source": str(images.parent),
+        }
+
+
+def run_emr_dag(load_dag, world, **settings):
+    from datetime import datetime, timezone
+
+    dag = load_dag(
+        "fruits_emr",
+        bucket=BUCKET,
+        image_source=world["source"],
+        weights="imagenet",
+        step_poke_interval_s=1,
+        **settings,
+    )
+    run = dag.test(logical_date=datetime(2026, 11, 20, tzinfo=timezone.utc))
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    return run, states
+
+
+def only_cluster(world) -> dict:
+    (cluster,) = world["emr"].list_clusters()["Clusters"]
+    return world["emr"].describe_cluster(ClusterId=cluster["Id"])["Cluster"]
+
+
+def test_success_sends_the_expected_cluster_and_steps_and_terminates(
+    airflow_db, load_dag, emr_world
+):
+    run, states = run_emr_dag(load_dag, emr_world)
+    assert run.state == "success", states
+    assert states["watcher"] == "skipped" and states["terminate_cluster"] == "success"
+    cluster = only_cluster(emr_world)
+    assert cluster["Status"]["State"] == "TERMINATED"
+    assert cluster["ReleaseLabel"].startswith("emr-7.")
+    assert cluster["LogUri"] == f"s3://{BUCKET}/emr-logs/"
+    assert {t["Key"]: t["Value"] for t in cluster["Tags"]} == {
+        "project": "fruits",
+        "batch": "2026-11-20",
+        "owner": "data-platform",
+    }
+    (request,) = emr_world["requests"]
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
+    (bootstrap,) = request["BootstrapActions"]
+    assert bootstrap["ScriptBootstrapAction"]["Path"].endswith("bootstrap/install_python_deps.sh")
+    code_key = bootstrap["ScriptBootstrapAction"]["Path"].removeprefix(f"s3://{BUCKET}/")
+    emr_world["s3"].head_object(Bucket=BUCKET, Key=code_key)  # uploaded by upload_code
+    steps = emr_world["emr"].list_steps(ClusterId=cluster["Id"])["Steps"]
+    args = {s["Name"]: s["Config"]["Args"] for s in steps}
+    featurize, pca = args["fruits-featurize"], args["fruits-pca"]
+    assert featurize[:3] == ["spark-submit", "--deploy-mode", "cluster"]
+    assert featurize[featurize.index("--images") + 1] == f"s3://{BUCKET}/raw/images"
+    assert featurize[featurize.index("--batch-id") + 1] == "2026-11-20"
+    assert "--skip-existing" in featurize
+    assert pca[pca.index("--features") + 1] == f"s3://{BUCKET}/outputs/features"
+    assert pca[pca.index("--variance") + 1] == "0.9"
+    listed = emr_world["s3"].list_objects_v2(Bucket=BUCKET, Prefix="raw/images/")["Contents"]
+    assert [o["Key"] for o in listed] == ["raw/images/Kiwi/a.jpg"]
+
+
+@pytest.mark.parametrize("failing", ["fruits-featurize", "fruits-pca"])
+def test_failed_step_still_terminates_and_fails_the_run(airflow_db, load_dag, emr_world, failing):
+    emr_world["outcomes"][failing] = "FAILED"
+    run, states = run_emr_dag(load_dag, emr_world)
+    assert run.state == "failed"
+    assert states[failing.removeprefix("fruits-")] == "failed"
+    assert states["terminate_cluster"] == "success" and states["watcher"] == "failed"
+    assert only_cluster(emr_world)["Status"]["State"] == "TERMINATED"
+
+
+def test_invalid_outputs_fail_validation_terminate_and_fail_the_run(
+    airflow_db, load_dag, emr_world
+):
+    emr_world["outputs"]["consistent"] = False
+    run, states = run_emr_dag(load_dag, emr_world)
+    assert run.state == "failed"
+    assert states["validate_outputs"] == "failed" and states["terminate_cluster"] == "success"
+    assert only_cluster(emr_world)["Status"]["State"] == "TERMINATED"
+
+
+def test_preflight_refuses_an_unencrypted_bucket_and_starts_nothing(
+    airflow_db, load_dag, emr_world
+):
+    emr_world["s3"].delete_bucket_encryption(Bucket=BUCKET)
+    run, states = run_emr_dag(load_dag, emr_world)
+    assert run.state == "failed" and states["preflight"] == "failed"
+    assert emr_world["emr"].list_clusters()["Clusters"] == []
+
+
+def test_second_sync_uploads_nothing(airflow_db, load_dag, emr_world):
+    from fruits_pipeline.stores import open_store
+    from fruits_pipeline.sync import sync
+
+    source = open_store(emr_world["source"])
+    lake = open_store(f"s3://{BUCKET}/raw/images", emr_world["s3"])
+    assert sync(source, lake).uploaded == 1
+    again = sync(source, lake)
+    assert (again.uploaded, again.skipped) == (0, 1)
