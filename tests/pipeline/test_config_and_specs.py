@@ -1,0 +1,93 @@
+"""Settings, the EU rule, the cost guard, and the cluster/step specs built from them."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+from fruits_jobs import contract
+from fruits_pipeline import cluster, config, steps
+from fruits_pipeline.config import RegionError, Settings
+from fruits_pipeline.preflight import cost_problems
+
+
+@pytest.mark.parametrize("module", [contract, config, steps])
+def test_docstring_examples_hold(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "ap-south-1", "eu-west-9", ""])
+def test_regions_outside_the_eu_are_refused_with_the_rule(region):
+    with pytest.raises(RegionError, match=f"region '{region}' is outside the EU: .*GDPR"):
+        Settings(region=region)
+
+
+def test_settings_come_from_airflow_variables_before_plain_env():
+    settings = Settings.from_env(
+        {
+            "AIRFLOW_VAR_FRUITS_BUCKET": "from-variable",
+            "FRUITS_BUCKET": "from-env",
+            "FRUITS_CORE_INSTANCE_COUNT": "4",
+            "FRUITS_USE_SPOT": "true",
+            "FRUITS_MAX_COST_EUR": "2.5",
+        }
+    )
+    assert (settings.bucket, settings.core_instance_count) == ("from-variable", 4)
+    assert settings.use_spot is True and settings.max_cost_eur == 2.5
+    assert settings.region == "eu-west-1"
+
+
+def test_cost_is_instances_times_prices_times_hours_and_spot_saves():
+    on_demand = Settings(core_instance_count=2, expected_hours=2.0)
+    per_node = config.EC2_EUR_PER_HOUR["m5.xlarge"] + config.EMR_EUR_PER_HOUR["m5.xlarge"]
+    assert on_demand.estimated_cost_eur() == pytest.approx(3 * per_node * 2.0)
+    spot = Settings(core_instance_count=2, expected_hours=2.0, use_spot=True)
+    assert spot.estimated_cost_eur() < on_demand.estimated_cost_eur()
+
+
+def test_cost_guard_names_the_estimate_and_the_limit():
+    assert cost_problems(Settings()) == []
+    (problem,) = cost_problems(Settings(core_instance_count=20, expected_hours=5))
+    assert "exceeds max_cost_eur 10.00" in problem and "21 x m5.xlarge" in problem
+
+
+def test_unknown_instance_type_is_refused():
+    with pytest.raises(ValueError, match=r"'x9\.huge' has no price"):
+        Settings(core_instance_type="x9.huge")
+
+
+def test_cluster_request_is_eu_bounded_and_tagged():
+    settings = Settings(bucket="lake", use_spot=True, idle_timeout_s=900)
+    request = cluster.job_flow_overrides(settings, "2026-11-24", "s3://lake/code/abc")
+    assert request["LogUri"] == "s3://lake/emr-logs/"
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 900}
+    groups = {g["InstanceRole"]: g for g in request["Instances"]["InstanceGroups"]}
+    assert groups["MASTER"]["Market"] == "ON_DEMAND" and groups["CORE"]["Market"] == "SPOT"
+    assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Path"] == (
+        "s3://lake/code/abc/bootstrap/install_python_deps.sh"
+    )
+    env = request["Configurations"][0]["Configurations"][0]["Properties"]
+    assert env["PYSPARK_PYTHON"] == config.EMR_PYTHON
+
+
+def test_emr_and_local_targets_share_the_job_arguments():
+    args = steps.featurize_args("/lake", "/out", "imagenet", "b1")
+    local = steps.SparkTarget("/code", ("spark-submit", "--master", "local[*]"))
+    emr = steps.emr_target("s3://lake/code/v1", "/usr/bin/python3.11")
+    assert local.command("featurize", args)[-len(args) :] == args
+    step = steps.emr_step("featurize", emr, args)
+    command = step["HadoopJarStep"]["Args"]
+    assert command[-len(args) - 1 :] == ["s3://lake/code/v1/featurize.py", *args]
+    assert command[command.index("--py-files") + 1] == "s3://lake/code/v1/fruits_jobs.zip"
+    assert step["ActionOnFailure"] == "CONTINUE"
+
+
+def test_step_builders_refuse_ambiguous_or_bad_input():
+    with pytest.raises(ValueError, match="exactly one of k or variance"):
+        steps.pca_args("/out", k=3, variance=0.9)
+    with pytest.raises(ValueError, match="invalid batch id 'a/b'"):
+        steps.featurize_args("/lake", "/out", "imagenet", "a/b")
+    with pytest.raises(ValueError, match="unknown job 'train'"):
+        steps.SparkTarget("/code", ("spark-submit",)).command("train", [])
