@@ -41,14 +41,21 @@ format: setup
 clean:
 	rm -rf out airflow_home .pytest_cache spark-warehouse metastore_db derby.log
 
-# ---- the main job on the embedded default: local Spark, local lake --------------------------
-IMAGES ?= $(firstword $(wildcard $(SHARED)/data/grocery-fruits-sample) $(CURDIR)/data/fruits360-sample)
-OUT ?= $(CURDIR)/out
-WEIGHTS ?= $(or $(FRUITS_WEIGHTS),$(firstword $(wildcard $(SHARED)/models/*.h5)),imagenet)
-SPARK_SUBMIT := $(BIN)/spark-submit --master "local[*]" --conf spark.ui.showConsoleProgress=false
+# ---- the main job on the embedded default: local Spark, local lake, SQLite Airflow -----------
+# IMAGES defaults to ../shared's grocery photos, else the sample `make fetch-fruits360` brings;
+# WEIGHTS to the first ../shared/models/*.h5, else Keras' imagenet (downloaded once).
+OUT ?= $(CURDIR)/out/local
+BATCH ?= $(shell date -u +%Y-%m-%d)
+export AIRFLOW_HOME ?= $(CURDIR)/airflow_home
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+DEMO_ENV := FRUITS_LOCAL_ROOT="$(OUT)" $(if $(IMAGES),FRUITS_IMAGE_SOURCE="$(IMAGES)") \
+	$(if $(WEIGHTS),FRUITS_WEIGHTS="$(WEIGHTS)")
 
 demo: setup
-	$(SPARK_SUBMIT) spark_jobs/featurize.py --images "$(IMAGES)" --output "$(OUT)" \
-	  --weights "$(WEIGHTS)" --batch-id demo --skip-existing
-	$(SPARK_SUBMIT) spark_jobs/pca.py --features "$(OUT)/features" --output "$(OUT)" --variance 0.9
-	@echo "outputs in $(OUT); report and plots in $(OUT)/_reports"
+	$(BIN)/airflow db migrate > /dev/null
+	$(DEMO_ENV) $(BIN)/airflow dags test fruits_local $(BATCH) > "$(AIRFLOW_HOME)/demo.log" 2>&1 \
+	  || { tail -n 40 "$(AIRFLOW_HOME)/demo.log"; echo "demo failed: full log in $(AIRFLOW_HOME)/demo.log"; exit 1; }
+	@echo "Airflow run log: $(AIRFLOW_HOME)/demo.log"
+	$(BIN)/python -m fruits_pipeline.summary "$(OUT)/outputs" --batch $(BATCH)

@@ -130,10 +130,11 @@ def plot_scatter(sample: Any, rows: int) -> bytes:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 6))
     labels = sorted(sample[contract.LABEL].unique())
-    colours = plt.get_cmap("tab20", max(len(labels), 1))
-    for n, label in enumerate(labels):
+    colours, markers = plt.get_cmap("tab10"), "os^Dvp*X"
+    for n, label in enumerate(labels):  # 10 colours x 8 markers: 80 distinct labels
         points = sample[sample[contract.LABEL] == label]
-        ax.scatter(points.pc_1, points.pc_2, s=10, color=colours(n % 20), label=label)
+        style = {"color": colours(n % 10), "marker": markers[(n // 10) % len(markers)]}
+        ax.scatter(points.pc_1, points.pc_2, s=12, label=label, **style)
     ax.set(xlabel="PC1", ylabel="PC2", title=f"PC1/PC2 of {len(sample)} of {rows} images")
     if len(labels) <= 40:
         ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
