@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import shutil
@@ -21,6 +22,7 @@ FRUITS360 = SHARED / "data" / "fruits360-sample"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Airflow reads its configuration on first import: point it at a throwaway home and our folders.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="fruits-airflow-")
+atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"

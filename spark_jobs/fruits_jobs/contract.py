@@ -88,6 +88,15 @@ R_ATTRIBUTION = "attribution"
 
 PCA_PLOTS = ("pca_explained_variance.png", "pca_scatter.png")
 
+ATTRIBUTION_PREFIXES = ("ATTRIBUTION", "LICENSE", "NOTICE")
+"""Files at the images' root that must travel with the images' derivatives (CC BY-SA)."""
+
+
+def attribution_key(batch: str, name: str) -> str:
+    """Where the featurizer copies the attribution file ``name`` of ``batch``'s images."""
+    return f"{REPORTS}/attribution/{validate_batch_id(batch)}/{name}"
+
+
 BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}"
 """A batch id is one path segment: letters, digits and ``_ . : + -`` (dates and timestamps)."""
 

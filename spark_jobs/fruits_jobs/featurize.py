@@ -192,6 +192,22 @@ def already_seen(spark: SparkSession, output: str, batch: str) -> DataFrame | No
     return seen
 
 
+def copy_attribution(spark: SparkSession, images: str, output: str, batch: str) -> list[str]:
+    """Copy ATTRIBUTION/LICENSE/NOTICE files at the images' root next to the batch's reports.
+
+    Licences such as Fruits-360's CC BY-SA 4.0 require the attribution to follow the images'
+    derivatives; the features and the PCA matrix are such derivatives.
+    """
+    copied = []
+    for uri in storage.list_files(spark, images):
+        name = uri.rsplit("/", 1)[-1]
+        if name.upper().startswith(contract.ATTRIBUTION_PREFIXES):
+            key = contract.attribution_key(batch, name)
+            storage.write_bytes(spark, contract.join(output, key), storage.read_bytes(spark, uri))
+            copied.append(key)
+    return copied
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     """Featurize ``args.images`` into batch ``args.batch_id`` of ``args.output``; the report."""
     started = time.perf_counter()
@@ -258,6 +274,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         },
         contract.R_THROUGHPUT: round((featurized + quarantined) / max(done - loaded, 1e-9), 2),
         "images": args.images,
+        contract.R_ATTRIBUTION: copy_attribution(spark, args.images, args.output, args.batch_id),
         "skip_existing": args.skip_existing,
         "full_recompute": args.full_recompute,
     }

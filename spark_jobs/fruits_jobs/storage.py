@@ -32,6 +32,14 @@ def delete(spark: SparkSession, uri: str) -> bool:
     return bool(filesystem.delete(path, True))
 
 
+def list_files(spark: SparkSession, uri: str) -> list[str]:
+    """URIs of the files directly in the folder ``uri`` (not recursive); [] if it is absent."""
+    filesystem, path = _filesystem(spark, uri)
+    if not filesystem.exists(path):
+        return []
+    return [str(s.getPath().toString()) for s in filesystem.listStatus(path) if s.isFile()]
+
+
 def status(spark: SparkSession, uri: str) -> tuple[int, datetime]:
     """Length in bytes and modification time of the file at ``uri``."""
     filesystem, path = _filesystem(spark, uri)

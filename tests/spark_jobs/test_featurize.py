@@ -11,7 +11,7 @@ import pytest
 
 from fruits_jobs import contract
 from fruits_jobs.featurize import main
-from tests.conftest import GROCERY, copy_images, sample_images
+from tests.conftest import FRUITS360, GROCERY, copy_images, sample_images
 
 
 def featurize(images: Path, output: Path, weights: Path, batch: str, *extra: str) -> int:
@@ -138,6 +138,21 @@ def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path)
     features = spark.read.schema(contract.FEATURES_SCHEMA).parquet(str(tmp_path / "out/features"))
     assert [r.batch for r in features.select("batch").distinct().collect()] == ["day4"]
     assert features.count() == read_report(tmp_path / "out", "day4")["featurized"] == 5
+
+
+def test_fruits360_attribution_travels_with_the_features(spark, weights_file, tmp_path):
+    images = tmp_path / "fruits360"
+    copy_images(sample_images(FRUITS360 / "Training", 1, ["Cherry 1", "Tomato 2"]), images)
+    shutil.copy(FRUITS360 / "ATTRIBUTION.md", images)
+    shutil.copy(FRUITS360 / "LICENSE", images)
+    assert featurize(images, tmp_path / "out", weights_file, "f360") == 0
+    report = read_report(tmp_path / "out", "f360")
+    assert sorted(report["attribution"]) == [
+        "_reports/attribution/f360/ATTRIBUTION.md",
+        "_reports/attribution/f360/LICENSE",
+    ]
+    copied = (tmp_path / "out" / report["attribution"][0]).read_text()
+    assert copied == (FRUITS360 / "ATTRIBUTION.md").read_text() and "CC BY-SA 4.0" in copied
 
 
 @pytest.mark.parametrize(
