@@ -13,7 +13,7 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench lint format clean
+.PHONY: setup demo test bench lint format clean fetch-fruits360
 
 setup: $(STAMP)
 
@@ -59,3 +59,7 @@ demo: setup
 	  || { tail -n 40 "$(AIRFLOW_HOME)/demo.log"; echo "demo failed: full log in $(AIRFLOW_HOME)/demo.log"; exit 1; }
 	@echo "Airflow run log: $(AIRFLOW_HOME)/demo.log"
 	$(BIN)/python -m fruits_pipeline.summary "$(OUT)/outputs" --batch $(BATCH)
+
+# ---- data for users with internet: a Fruits-360 sample from the dataset's GitHub branch ------
+fetch-fruits360: setup
+	$(BIN)/python scripts/fetch_fruits360.py --dest data/fruits360-sample
