@@ -152,10 +152,14 @@ def test_success_sends_the_expected_cluster_and_steps_and_terminates(
 
 
 @pytest.mark.parametrize("failing", ["fruits-featurize", "fruits-pca"])
-def test_failed_step_still_terminates_and_fails_the_run(airflow_db, load_dag, emr_world, failing):
+def test_failed_step_still_terminates_and_fails_the_run(
+    airflow_db, load_dag, emr_world, failing, capfd
+):
     emr_world["outcomes"][failing] = "FAILED"
     run, states = run_emr_dag(load_dag, emr_world)
     assert run.state == "failed"
+    cluster_id = only_cluster(emr_world)["Id"]
+    assert f"step logs: s3://{BUCKET}/emr-logs/{cluster_id}/steps/s-" in capfd.readouterr().out
     assert states[failing.removeprefix("fruits-")] == "failed"
     assert states["terminate_cluster"] == "success" and states["watcher"] == "failed"
     assert only_cluster(emr_world)["Status"]["State"] == "TERMINATED"
