@@ -7,15 +7,12 @@ PCA step -> ``validate_outputs`` -> ``terminate_cluster`` (runs whatever happene
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.providers.amazon.aws.operators.emr import (
     EmrAddStepsOperator,
     EmrCreateJobFlowOperator,
 )
-from airflow.sdk import DAG, Asset, TriggerRule, chain
+from airflow.sdk import DAG, TriggerRule, chain
 
-from fruits_jobs import contract
 from fruits_pipeline import tasks
 from fruits_pipeline.config import Settings
 from fruits_pipeline.operators import (
@@ -30,14 +27,9 @@ AWS = {"aws_conn_id": SETTINGS.aws_conn_id, "region_name": SETTINGS.region}
 
 with DAG(
     dag_id="fruits_emr",
-    schedule="@daily",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    params=tasks.run_params(SETTINGS),
     tags=["fruits", "emr", SETTINGS.region],
     doc_md=__doc__,
-    default_args={"retries": 0},
+    **tasks.dag_defaults(SETTINGS),
 ) as dag:
     run = tasks.preflight_emr.override(task_id="preflight")(SETTINGS)
     go = tasks.proceed(run)
@@ -75,10 +67,7 @@ with DAG(
         poke_interval=30,
         timeout=600,
         mode="reschedule",
-        outlets=[
-            Asset(contract.dataset_uri(SETTINGS.output_uri, name))
-            for name in (contract.FEATURES, contract.PCA, contract.PCA_CSV)
-        ],
+        outlets=tasks.output_assets(SETTINGS.output_uri),
     )
     terminate_cluster = EmrTerminateCreatedJobFlowOperator(
         task_id="terminate_cluster",

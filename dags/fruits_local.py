@@ -6,12 +6,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from pathlib import Path
+from airflow.sdk import DAG, chain
 
-from airflow.sdk import DAG, Asset, chain
-
-from fruits_jobs import contract
 from fruits_pipeline import tasks
 from fruits_pipeline.config import Settings
 from fruits_pipeline.operators import OutputContractSensor
@@ -21,14 +17,9 @@ SETTINGS = Settings.from_env()
 
 with DAG(
     dag_id="fruits_local",
-    schedule="@daily",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    params=tasks.run_params(SETTINGS),
     tags=["fruits", "local"],
     doc_md=__doc__,
-    default_args={"retries": 0},
+    **tasks.dag_defaults(SETTINGS),
 ):
     run = tasks.preflight_local.override(task_id="preflight")(SETTINGS)
     go = tasks.proceed(run)
@@ -43,9 +34,6 @@ with DAG(
         batch_id=run["batch_id"],
         poke_interval=5,
         timeout=60,
-        outlets=[
-            Asset(Path(contract.dataset_uri(SETTINGS.local_output, name)).as_uri())
-            for name in (contract.FEATURES, contract.PCA, contract.PCA_CSV)
-        ],
+        outlets=tasks.output_assets(SETTINGS.local_output),
     )
     chain(run, go, synced, featurize, pca, validate_outputs)

@@ -13,12 +13,12 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.sdk import Param, TriggerRule, get_current_context, task
+from airflow.sdk import Asset, Param, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from fruits_jobs import contract
@@ -70,6 +70,27 @@ def run_params(settings: Settings) -> dict[str, Param]:
             False, type="boolean", description="Check settings and plan; run nothing else."
         ),
     }
+
+
+def dag_defaults(settings: Settings) -> dict[str, Any]:
+    """``DAG(...)`` arguments both targets share: daily batches, no catch-up, the form."""
+    return {
+        "schedule": "@daily",
+        "start_date": datetime(2026, 1, 1, tzinfo=timezone.utc),
+        "catchup": False,
+        "max_active_runs": 1,
+        "params": run_params(settings),
+        "default_args": {"retries": 0},
+    }
+
+
+def output_assets(output_uri: str) -> list[Asset]:
+    """The outputs other DAGs may be scheduled on: features, PCA scores, PCA matrix."""
+    root = output_uri if "://" in output_uri else Path(output_uri).as_uri()
+    return [
+        Asset(contract.dataset_uri(root, name))
+        for name in (contract.FEATURES, contract.PCA, contract.PCA_CSV)
+    ]
 
 
 def batch_from(params: Mapping[str, Any], logical_date: datetime | None, run_id: str) -> str:

@@ -54,7 +54,7 @@ def test_stages_run_in_the_documented_order(load_dag, dag_id, order):
     for upstream, downstream in order:
         assert upstream in dag.get_task(downstream).upstream_task_ids, (upstream, downstream)
     dag.topological_sort()  # raises on a cycle
-    assert dag.catchup is False
+    assert dag.schedule == "@daily" and dag.catchup is False
 
 
 def test_emr_teardown_always_runs_and_a_watcher_fails_the_run(load_dag):
@@ -77,6 +77,9 @@ def test_outputs_are_declared_as_assets(load_dag):
     dag = load_dag("fruits_emr", bucket="lake-eu")
     uris = {a.uri for a in dag.get_task("validate_outputs").outlets}
     assert "s3://lake-eu/outputs/pca" in uris and "s3://lake-eu/outputs/features" in uris
+    local = load_dag("fruits_local", local_root="/srv/fruits")
+    uris = {a.uri for a in local.get_task("validate_outputs").outlets}
+    assert "file:///srv/fruits/outputs/pca_csv" in uris
 
 
 @pytest.mark.parametrize(
