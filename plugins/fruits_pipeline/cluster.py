@@ -8,6 +8,8 @@ from fruits_pipeline.config import EMR_PYTHON, Settings
 
 BOOTSTRAP_KEY = "bootstrap/install_python_deps.sh"
 """Where ``upload_code`` puts the bootstrap script under the versioned code prefix."""
+CONSTRAINTS_KEY = "bootstrap/constraints.txt"
+"""Where ``upload_code`` puts the pinned versions (the lock file) the bootstrap script installs."""
 
 
 def instance_group(role: str, kind: str, count: int, *, spot: bool) -> dict[str, Any]:
@@ -25,8 +27,8 @@ def job_flow_overrides(settings: Settings, batch_id: str, code_uri: str) -> dict
     """The ``RunJobFlow`` request for ``batch_id``; ``code_uri`` holds the uploaded jobs.
 
     * Spark on ``settings.emr_release``, logs to ``settings.log_uri`` in the same EU bucket.
-    * A bootstrap action installs the pinned job dependencies into :data:`EMR_PYTHON` on
-      every node, and Spark's Python points at it.
+    * A bootstrap action installs the job dependencies, at the lock file's versions, into
+      :data:`EMR_PYTHON` on every node, and Spark's Python points at it.
     * ``AutoTerminationPolicy`` always set: an idle cluster stops itself even if Airflow dies.
     * The master stays on-demand; core nodes go spot when ``settings.use_spot``.
     """
@@ -51,7 +53,10 @@ def job_flow_overrides(settings: Settings, batch_id: str, code_uri: str) -> dict
         "BootstrapActions": [
             {
                 "Name": "install-python-deps",
-                "ScriptBootstrapAction": {"Path": f"{code_uri}/{BOOTSTRAP_KEY}", "Args": []},
+                "ScriptBootstrapAction": {
+                    "Path": f"{code_uri}/{BOOTSTRAP_KEY}",
+                    "Args": [f"{code_uri}/{CONSTRAINTS_KEY}"],
+                },
             }
         ],
         "Configurations": [

@@ -29,6 +29,8 @@ EMR_PYTHON = "/usr/bin/python3.11"
 """The Python that the EMR bootstrap action installs the job dependencies into."""
 EMR_BOOTSTRAP_SCRIPT = "spark_jobs/bootstrap/install_python_deps.sh"
 """The bootstrap action's script, relative to :data:`PROJECT_ROOT`."""
+LOCK_FILE = "requirements.lock"
+"""The pinned versions of every dependency, relative to :data:`PROJECT_ROOT`."""
 
 DEFAULT_REGION = "eu-west-1"
 EU_REGIONS = frozenset(

@@ -16,6 +16,7 @@ from moto.emr import responses as emr_responses
 from moto.emr.models import ElasticMapReduceBackend
 
 from fruits_jobs import contract
+from fruits_pipeline import config
 
 BUCKET = "fruits-test-lake"
 REGION = "eu-west-1"
@@ -136,8 +137,14 @@ def test_success_sends_the_expected_cluster_and_steps_and_terminates(
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
     (bootstrap,) = request["BootstrapActions"]
     assert bootstrap["ScriptBootstrapAction"]["Path"].endswith("bootstrap/install_python_deps.sh")
-    code_key = bootstrap["ScriptBootstrapAction"]["Path"].removeprefix(f"s3://{BUCKET}/")
-    emr_world["s3"].head_object(Bucket=BUCKET, Key=code_key)  # uploaded by upload_code
+    action = bootstrap["ScriptBootstrapAction"]
+    for uri in (action["Path"], *action["Args"]):  # script and its constraints, uploaded
+        emr_world["s3"].head_object(Bucket=BUCKET, Key=uri.removeprefix(f"s3://{BUCKET}/"))
+    (constraints,) = action["Args"]
+    lock = emr_world["s3"].get_object(
+        Bucket=BUCKET, Key=constraints.removeprefix(f"s3://{BUCKET}/")
+    )
+    assert lock["Body"].read() == (config.PROJECT_ROOT / config.LOCK_FILE).read_bytes()
     steps = emr_world["emr"].list_steps(ClusterId=cluster["Id"])["Steps"]
     args = {s["Name"]: s["Config"]["Args"] for s in steps}
     featurize, pca = args["fruits-featurize"], args["fruits-pca"]

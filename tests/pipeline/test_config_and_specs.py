@@ -65,9 +65,10 @@ def test_cluster_request_is_eu_bounded_and_tagged():
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": 900}
     groups = {g["InstanceRole"]: g for g in request["Instances"]["InstanceGroups"]}
     assert groups["MASTER"]["Market"] == "ON_DEMAND" and groups["CORE"]["Market"] == "SPOT"
-    assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Path"] == (
-        "s3://lake/code/abc/bootstrap/install_python_deps.sh"
-    )
+    assert request["BootstrapActions"][0]["ScriptBootstrapAction"] == {
+        "Path": "s3://lake/code/abc/bootstrap/install_python_deps.sh",
+        "Args": ["s3://lake/code/abc/bootstrap/constraints.txt"],
+    }
     env = request["Configurations"][0]["Configurations"][0]["Properties"]
     assert env["PYSPARK_PYTHON"] == config.EMR_PYTHON
 
