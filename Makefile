@@ -13,7 +13,7 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench lint format clean fetch-fruits360
+.PHONY: setup demo test bench lint format clean fetch-fruits360 aws-bootstrap aws-teardown
 
 setup: $(STAMP)
 
@@ -63,3 +63,16 @@ demo: setup
 # ---- data for users with internet: a Fruits-360 sample from the dataset's GitHub branch ------
 fetch-fruits360: setup
 	$(BIN)/python scripts/fetch_fruits360.py --dest data/fruits360-sample
+
+# ---- AWS, eu-west-1: bucket, roles and instance profile for the EMR DAG (idempotent) --------
+# BUCKET=<globally unique name> is required; REGION must be an EU region.
+REGION ?= eu-west-1
+AWS_BOOTSTRAP = $(BIN)/python -m fruits_pipeline.aws_bootstrap
+aws-bootstrap: setup
+	@test -n "$(BUCKET)" || { echo "usage: make aws-bootstrap BUCKET=<name> [REGION=eu-west-1]"; exit 2; }
+	$(AWS_BOOTSTRAP) up --bucket "$(BUCKET)" --region "$(REGION)"
+
+# Asks first; keeps the bucket and its data unless DELETE_DATA=1.
+aws-teardown: setup
+	@test -n "$(BUCKET)" || { echo "usage: make aws-teardown BUCKET=<name> [DELETE_DATA=1]"; exit 2; }
+	$(AWS_BOOTSTRAP) down --bucket "$(BUCKET)" --region "$(REGION)" $(if $(DELETE_DATA),--delete-data)

@@ -123,8 +123,8 @@ class Settings:
     core_instance_type: str = "m5.xlarge"
     core_instance_count: int = 2
     use_spot: bool = False
-    service_role: str = "EMR_DefaultRole"
-    job_flow_role: str = "EMR_EC2_DefaultRole"
+    service_role: str = "fruits-emr-service-role"
+    job_flow_role: str = "fruits-emr-ec2-profile"
     idle_timeout_s: int = 3600
     expected_hours: float = 1.0
     max_cost_eur: float = 10.0

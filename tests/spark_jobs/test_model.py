@@ -45,17 +45,25 @@ def test_each_python_worker_builds_the_model_once_across_partitions(spark, weigh
     images = spark.createDataFrame([(c,) for c in contents], "content binary").repartition(12)
 
     def probe(frames):
+        before = model.model_builds()  # a reused worker may hold other tests' models
         for frame in frames:
             out = list(featurize_batches(iter([frame.content]), spec, broadcast))
             yield pd.DataFrame(
-                {"pid": [os.getpid()], "builds": [model.model_builds()], "n": [len(out[0])]}
+                {
+                    "pid": [os.getpid()],
+                    "before": [before],
+                    "after": [model.model_builds()],
+                    "n": [len(out[0])],
+                }
             )
 
-    rows = images.mapInPandas(probe, "pid long, builds long, n long").collect()
+    rows = images.mapInPandas(probe, "pid long, before long, after long, n long").collect()
     assert sum(r.n for r in rows) == 24 and len(rows) >= 12
-    builds = {}
-    for r in rows:
-        builds[r.pid] = max(builds.get(r.pid, 0), r.builds)
+    builds = {
+        pid: max(r.after for r in rows if r.pid == pid)
+        - min(r.before for r in rows if r.pid == pid)
+        for pid in {r.pid for r in rows}
+    }
     assert len(builds) < len(rows), "every task got a fresh worker: nothing to reuse"
     assert set(builds.values()) == {1}, builds
     broadcast.unpersist()
