@@ -30,6 +30,11 @@ $(STAMP): requirements.lock pyproject.toml
 test: setup
 	$(BIN)/python -m pytest
 
+# Throughput of the featurize job against one plain process, and PCA fit time (idle machine).
+bench: setup
+	$(BIN)/python benchmarks/bench_featurize.py
+	$(BIN)/python benchmarks/bench_pca.py
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -129,23 +129,56 @@ def read_weights(path: Path, alpha: float, image_size: int) -> list[np.ndarray]:
     return model.get_weights()
 
 
+_ARRAYS: dict[ModelSpec, list[np.ndarray]] = {}
 _MODELS: dict[ModelSpec, Any] = {}
 
 
-def cached_model(spec: ModelSpec, weights: Any) -> keras.Model:
+def driver_weights(spec: ModelSpec, path: Path) -> list[np.ndarray]:
+    """:func:`read_weights` once per driver process and weights content (``spec``'s sha256).
+
+    A session that featurizes several batches checks and reads the file once, not per batch.
+    """
+    if spec not in _ARRAYS:
+        arrays = read_weights(path, spec.alpha, spec.image_size)
+        _ARRAYS.clear()  # one set (about 14 MB) at most
+        _ARRAYS[spec] = arrays
+    return _ARRAYS[spec]
+
+
+def cached_model(spec: ModelSpec, weights: Any, threads: int | None = None) -> keras.Model:
     """The worker's MobileNetV2 for ``spec``, built from the broadcast ``weights`` on first use.
 
     :param weights: a ``pyspark.Broadcast`` of the arrays from :func:`read_weights` (or the
         list itself); its ``.value`` is read only when the model is not cached yet.
+    :param threads: CPU threads TensorFlow may use in this process (the task's cores), set
+        before the first model is built; ``None`` keeps TensorFlow's default (every core).
     """
     model = _MODELS.get(spec)
     if model is None:
+        if threads is not None and not _MODELS:
+            limit_threads(threads)
         arrays = getattr(weights, "value", weights)
         model = build_model(spec.alpha, spec.image_size)
         model.set_weights(arrays)
         _MODELS[spec] = model
         log.info("built MobileNetV2 %s in worker pid %d", spec, os.getpid())
     return model
+
+
+def limit_threads(threads: int) -> None:
+    """Run TensorFlow's ops on ``threads`` threads, one op at a time, in this process.
+
+    Spark runs one Python worker per concurrent task; with TensorFlow's default (a thread per
+    core in every worker) the workers oversubscribe the cores. No-op once TensorFlow has
+    started (it cannot change then), e.g. in a driver that already ran a model.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        log.info("TensorFlow already started in pid %d: thread count unchanged", os.getpid())
 
 
 def model_builds() -> int:

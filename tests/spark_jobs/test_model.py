@@ -53,11 +53,13 @@ def test_each_python_worker_builds_the_model_once_across_partitions(spark, weigh
                     "pid": [os.getpid()],
                     "before": [before],
                     "after": [model.model_builds()],
+                    "threads": [intra_op_threads()],
                     "n": [len(out[0])],
                 }
             )
 
-    rows = images.mapInPandas(probe, "pid long, before long, after long, n long").collect()
+    schema = "pid long, before long, after long, threads long, n long"
+    rows = images.mapInPandas(probe, schema).collect()
     assert sum(r.n for r in rows) == 24 and len(rows) >= 12
     builds = {
         pid: max(r.after for r in rows if r.pid == pid)
@@ -66,4 +68,21 @@ def test_each_python_worker_builds_the_model_once_across_partitions(spark, weigh
     }
     assert len(builds) < len(rows), "every task got a fresh worker: nothing to reuse"
     assert set(builds.values()) == {1}, builds
+    # Each worker runs TensorFlow on its task's one core, not on every core of the machine.
+    assert {r.threads for r in rows} == {1}
     broadcast.unpersist()
+
+
+def intra_op_threads() -> int:
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads()
+
+
+def test_driver_reads_a_weights_file_once_per_content_and_shape(weights_file):
+    spec = model.ModelSpec(1.0, 96, model.sha256_of(weights_file))
+    first = model.driver_weights(spec, weights_file)
+    assert model.driver_weights(spec, weights_file) is first
+    other = model.driver_weights(model.ModelSpec(1.0, 128, spec.weights_sha256), weights_file)
+    assert other is not first
+    assert [a.shape for a in other] == [a.shape for a in first]  # same network, other input
