@@ -11,7 +11,7 @@ set -euo pipefail
 
 readonly PYTHON="${FRUITS_BOOTSTRAP_PYTHON:-/usr/bin/python3.11}"  # overridable for tests
 # What the jobs import beyond the standard library and PySpark (EMR provides PySpark).
-readonly PACKAGES=(tensorflow-cpu pillow numpy pandas pyarrow matplotlib boto3)
+readonly PACKAGES=(tensorflow-cpu h5py pillow numpy pandas pyarrow matplotlib boto3)
 
 constraints_uri="${1:?usage: install_python_deps.sh s3://bucket/code/VERSION/bootstrap/constraints.txt}"
 constraints="$(mktemp)"

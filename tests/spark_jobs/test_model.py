@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import boto3
+import numpy as np
 import pandas as pd
 import pytest
 from moto import mock_aws
@@ -86,3 +90,72 @@ def test_driver_reads_a_weights_file_once_per_content_and_shape(weights_file):
     other = model.driver_weights(model.ModelSpec(1.0, 128, spec.weights_sha256), weights_file)
     assert other is not first
     assert [a.shape for a in other] == [a.shape for a in first]  # same network, other input
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory) -> tuple[Path, Path, list]:
+    """A seeded headless MobileNetV2 and one with its top, saved in Keras' HDF5 layout."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("hdf5")
+    keras.utils.set_random_seed(7)
+    headless = model.build_model(1.0, 96)
+    headless.save(folder / "headless.h5")  # legacy full-model HDF5: model_weights/layer_names
+    with_top = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None)
+    with_top.save(folder / "top.h5")
+    return folder / "headless.h5", folder / "top.h5", headless.get_weights()
+
+
+def test_hdf5_weights_are_read_in_keras_order_without_tensorflow(saved_models):
+    headless, _, expected = saved_models
+    script = (
+        "import sys, numpy as np; from fruits_jobs.model import read_weights; "
+        "np.savez(sys.argv[2], *read_weights(sys.argv[1], 1.0, 224)); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
+    out = headless.with_suffix(".npz")
+    subprocess.run([sys.executable, "-c", script, str(headless), str(out)], check=True)
+    with np.load(out) as read:
+        arrays = [read[f"arr_{i}"] for i in range(len(read.files))]
+    assert len(arrays) == model.WEIGHT_ARRAYS == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(arrays, expected, strict=True))
+
+
+def test_hdf5_weights_of_another_net_or_width_are_refused(saved_models):
+    headless, top, _ = saved_models
+    with pytest.raises(model.WeightsError, match=r"262 weight arrays, a headless MobileNetV2"):
+        model.read_weights(top, 1.0, 224)
+    with pytest.raises(model.WeightsError, match=r"alpha=0.5.*Conv1 \(3, 3, 3, 32\)"):
+        model.read_weights(headless, 0.5, 224)
+
+
+def test_prepared_workers_are_the_ones_the_featurize_udf_gets(spark, weights_file):
+    """The nets built ahead by prepare_workers wait in the workers that run the next UDF tasks."""
+    from pyspark.sql.functions import pandas_udf
+
+    from fruits_jobs.featurize import featurize_udf, prepare_workers
+
+    spec = model.ModelSpec(1.0, 64, "prepare-test")
+    shape = (spec.alpha, spec.image_size)
+
+    @pandas_udf("string")
+    def state(ids: pd.Series) -> pd.Series:
+        ready = "model" if spec in model._MODELS else "bare" if shape in model._BARE else "none"
+        return pd.Series([ready] * len(ids))
+
+    def states() -> set[str]:
+        slots = spark.sparkContext.defaultParallelism
+        return {
+            r[0] for r in spark.range(2 * slots, numPartitions=slots).select(state("id")).collect()
+        }
+
+    assert states() == {"none"}
+    prepare_workers(spark, spec).join()
+    assert states() == {"bare"}
+    contents = [p.read_bytes() for p in sample_images(GROCERY, 1)[:8]]
+    images = spark.createDataFrame([(c,) for c in contents], "content binary").repartition(2)
+    arrays = spark.sparkContext.broadcast(model.read_weights(weights_file, 1.0, 64))
+    rows = images.select(featurize_udf(spec, arrays)("content").alias("r")).collect()
+    assert len(rows) == 8 and all(len(r.r.features) == 1280 for r in rows)
+    assert states() == {"model"}
+    arrays.unpersist()
