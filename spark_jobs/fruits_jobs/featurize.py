@@ -3,13 +3,13 @@
 What happens, in order:
 
 1. The driver resolves the weights (``imagenet``, a path or ``s3://``), reads and checks the
-   arrays once, and broadcasts them (about 9 MB for alpha 1.0). Meanwhile a first small job
-   has each task slot's Python worker import TensorFlow and build the bare net
-   (:func:`fruits_jobs.model.prepare`), which would otherwise wait for the images.
+   arrays once, and broadcasts them (about 9 MB for alpha 1.0). Then, while the driver lists
+   the images, a small first job has each task slot's Python worker import TensorFlow and
+   build the bare net (:func:`fruits_jobs.model.prepare`), which would otherwise wait for them.
 2. Spark lists the images with the ``binaryFile`` source (``.jpg/.jpeg/.png``, any case,
    recursively); the label is the image's parent folder. With ``--skip-existing``, images whose
    path, size and modification time already stand in an earlier batch are left out. Files go
-   to read tasks by their bytes, at least four tasks per core (:func:`size_read_tasks`).
+   to read tasks by their bytes (:func:`read_tasks_by_bytes`).
 3. A pandas **iterator** UDF decodes, resizes and featurizes each Arrow batch of
    ``--batch-size`` images. The first batch a Python worker sees builds MobileNetV2 from the
    broadcast arrays; every later batch, partition and task of that worker reuses it
@@ -34,6 +34,7 @@ import argparse
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
 
@@ -60,6 +61,9 @@ from fruits_jobs.model import (
 )
 
 log = logging.getLogger(__name__)
+
+PREPARE_GROUP = "fruits-prepare-workers"
+"""Spark job group of :func:`prepare_workers`, cancelled when the batch fails."""
 
 RESULT_SCHEMA = f"{contract.FEATURES_COL} array<float>, {contract.REASON} string"
 IMAGE_GLOB = (
@@ -156,9 +160,11 @@ def featurize_udf(spec: ModelSpec, weights: Any) -> Callable[[Column], Column]:
 def prepare_workers(spark: SparkSession, spec: ModelSpec) -> InheritableThread:
     """Start, in the background, a job that runs :func:`~fruits_jobs.model.prepare` in each slot.
 
-    One row per task slot through a pandas UDF, so that the prepared Python workers are the
-    ones Spark hands the featurize UDF's tasks next. Best effort: a failure is logged, and the
-    featurize tasks then build the net themselves.
+    One row per task slot through a pandas UDF: Python workers that run RDD code are another
+    pool than those of SQL UDFs, and the prepared ones must be those Spark hands the featurize
+    UDF's tasks next. Best effort: ``defaultParallelism`` may not count executors still
+    starting, and a failure is only logged (the featurize tasks then build the net themselves).
+    Its jobs run in the group :data:`PREPARE_GROUP`.
     """
     slots = spark.sparkContext.defaultParallelism
 
@@ -168,35 +174,48 @@ def prepare_workers(spark: SparkSession, spec: ModelSpec) -> InheritableThread:
         return ids
 
     def prepare_all() -> None:
+        spark.sparkContext.setJobGroup(PREPARE_GROUP, "prepare the Python workers")
         try:
             rows = spark.range(slots, numPartitions=slots).select(warm("id"))
             rows.write.format("noop").mode("overwrite").save()
         except Exception as err:  # noqa: BLE001 - the featurize job reports real failures
-            log.warning("preparing the Python workers failed: %s", str(err).splitlines()[0])
+            log.warning("preparing the Python workers failed: %s", f"{err}".strip() or repr(err))
 
     thread = InheritableThread(target=prepare_all, name="fruits-prepare-workers", daemon=True)
     thread.start()
     return thread
 
 
-def size_read_tasks(spark: SparkSession) -> None:
-    """Pack image files into read tasks by their bytes, in at least four tasks per core.
+@contextmanager
+def read_tasks_by_bytes(spark: SparkSession) -> Iterator[None]:
+    """Within the block, fill read tasks by the images' bytes: >= 4 tasks a core, <= 32 MB each.
 
     Spark counts each file as 4 MB more than its size when it fills a read task
     (``spark.sql.files.openCostInBytes``, sized for Parquet files): 30 kB photos then came
     about 30 to a task, and the per-task costs (launch, Arrow stream, Python round trips)
     showed: the UDF took 27.8 s for 2,240 photos on ``local[2]`` in 70 tasks, 22.3 s in 9.
-    Tasks stay under ``spark.sql.files.maxPartitionBytes`` (128 MB). Values given with
-    ``--conf`` win.
+    The 32 MB cap keeps a cluster busy when ``defaultParallelism`` undercounts it (executors
+    still starting under dynamic allocation). Values given with ``--conf`` win; the session's
+    own values come back after the block.
     """
     given = spark.sparkContext.getConf()
     wanted = {
-        "spark.sql.files.openCostInBytes": "0",
+        "spark.sql.files.openCostInBytes": "8k",
         "spark.sql.files.minPartitionNum": str(4 * spark.sparkContext.defaultParallelism),
+        "spark.sql.files.maxPartitionBytes": "32m",
     }
+    wanted = {key: value for key, value in wanted.items() if not given.contains(key)}
+    previous = {key: spark.conf.get(key, None) for key in wanted}
     for key, value in wanted.items():
-        if not given.contains(key):
-            spark.conf.set(key, value)
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def hadoop_path(uri: str) -> str:
@@ -339,6 +358,39 @@ def copy_attribution(spark: SparkSession, images: str, output: str, batch: str) 
     return copied
 
 
+def featurize_images(
+    spark: SparkSession, args: argparse.Namespace, featurize: Callable[[Column], Column]
+) -> tuple[int, int, int]:
+    """Featurize the images of ``args`` into their batch; how many listed, featurized, quarantined.
+
+    :raises JobError: the images folder does not exist or holds no image.
+    """
+    images, listed = list_images(spark, args.images)
+    if args.full_recompute:
+        for dataset in (contract.FEATURES, contract.QUARANTINE):
+            log.warning("full recompute: deleting %s", contract.dataset_uri(args.output, dataset))
+            storage.delete(spark, contract.dataset_uri(args.output, dataset))
+    seen = already_seen(spark, args.output, args.batch_id) if args.skip_existing else None
+
+    def new(frame: DataFrame) -> DataFrame:
+        keys = [contract.PATH, contract.LENGTH, contract.MTIME]
+        return frame if seen is None else frame.join(seen, keys, "left_anti")
+
+    featurized, quarantined = write_results(
+        featured(new(images), featurize), args.output, args.batch_id
+    )
+    # Only a short count (or skipped images) can hide 0-byte files the scan left out.
+    if seen is not None or featurized + quarantined < len(listed):
+        more = write_results(
+            featured(new(unscanned_images(spark, listed, images)), featurize),
+            args.output,
+            args.batch_id,
+            mode="append",
+        )
+        featurized, quarantined = featurized + more[0], quarantined + more[1]
+    return len(listed), featurized, quarantined
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     """Featurize ``args.images`` into batch ``args.batch_id`` of ``args.output``; the report."""
     started = time.perf_counter()
@@ -348,6 +400,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     preparing = prepare_workers(spark, spec)
     try:
         return featurize_batch(spark, args, spec, arrays, started)
+    except BaseException:
+        spark.sparkContext.cancelJobGroup(PREPARE_GROUP)
+        raise
     finally:
         preparing.join()
 
@@ -364,41 +419,19 @@ def featurize_batch(
     loaded = time.perf_counter()
     log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
 
-    size_read_tasks(spark)
-    images, listed = list_images(spark, args.images)
-    if args.full_recompute:
-        for dataset in (contract.FEATURES, contract.QUARANTINE):
-            log.warning("full recompute: deleting %s", contract.dataset_uri(args.output, dataset))
-            storage.delete(spark, contract.dataset_uri(args.output, dataset))
-    seen = already_seen(spark, args.output, args.batch_id) if args.skip_existing else None
-
-    def new(frame: DataFrame) -> DataFrame:
-        keys = [contract.PATH, contract.LENGTH, contract.MTIME]
-        return frame if seen is None else frame.join(seen, keys, "left_anti")
-
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     # The cached results are mostly float embeddings: compressing them gains little memory and
     # cost 6% of the job's time (make bench).
     spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
-    featurize = featurize_udf(spec, broadcast)
     try:
-        featurized, quarantined = write_results(
-            featured(new(images), featurize), args.output, args.batch_id
-        )
-        # Only a short count (or skipped images) can hide 0-byte files the scan left out.
-        if seen is not None or featurized + quarantined < len(listed):
-            more = write_results(
-                featured(new(unscanned_images(spark, listed, images)), featurize),
-                args.output,
-                args.batch_id,
-                mode="append",
+        with read_tasks_by_bytes(spark):
+            discovered, featurized, quarantined = featurize_images(
+                spark, args, featurize_udf(spec, broadcast)
             )
-            featurized, quarantined = featurized + more[0], quarantined + more[1]
     finally:
         broadcast.unpersist()
     done = time.perf_counter()
 
-    discovered = len(listed)
     report = {
         contract.R_BATCH: args.batch_id,
         contract.R_DISCOVERED: discovered,

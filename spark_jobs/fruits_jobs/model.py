@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+from urllib.request import urlopen
 
 import numpy as np
 
@@ -40,6 +42,37 @@ FIRST_FILTERS = {0.35: 16, 0.5: 16, 0.75: 24, 1.0: 32}
 first convolution (``Conv1``): the Keras hub has weights for each."""
 WEIGHT_ARRAYS = 260
 """Weight arrays of a headless MobileNetV2 of any width, in ``Model.get_weights`` order."""
+BLOCKS = ((16, 1, 1), (24, 6, 2), (32, 6, 3), (64, 6, 4), (96, 6, 3), (160, 6, 3), (320, 6, 1))
+"""MobileNetV2's inverted residual stages: (output filters, expansion, blocks)."""
+
+
+def weight_shapes(alpha: float) -> list[tuple[int, ...]]:
+    """The shape of each weight array of a headless MobileNetV2 of width ``alpha``, in order.
+
+    Keras' ``MobileNetV2`` layer by layer: a convolution's kernel, then its batch norm's
+    gamma, beta, moving mean and moving variance.
+    """
+
+    def conv(kernel: tuple[int, ...], width: int) -> list[tuple[int, ...]]:
+        return [kernel, *[(width,)] * 4]
+
+    channels = FIRST_FILTERS[alpha]
+    shapes = conv((3, 3, 3, channels), channels)
+    for filters, expansion, blocks in BLOCKS:
+        out = _make_divisible(filters * alpha)
+        for _ in range(blocks):
+            inner = channels * expansion
+            if expansion != 1:
+                shapes += conv((1, 1, channels, inner), inner)
+            shapes += conv((3, 3, inner, 1), inner) + conv((1, 1, inner, out), out)
+            channels = out
+    return shapes + conv((1, 1, channels, contract.FEATURE_DIM), contract.FEATURE_DIM)
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """Keras' rounding of a layer's filters to a multiple of 8, never 10% below ``value``."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 class WeightsError(JobError):
@@ -79,20 +112,27 @@ def sha256_of(path: str | Path) -> str:
 def resolve_weights(weights: str, alpha: float, image_size: int) -> Path:
     """Return a local ``.h5`` file for ``weights``: ``imagenet``, a path or an ``s3://`` URI.
 
-    ``imagenet`` is fetched once from the Keras hub into ``~/.keras/models`` (Keras' own
-    cache); an ``s3://`` URI is downloaded with boto3 to a temporary file.
+    ``imagenet`` is fetched once from the Keras hub into Keras' own cache
+    (``$KERAS_HOME/models``, by default ``~/.keras/models``) with the standard library, so the
+    driver does not import Keras; an ``s3://`` URI is downloaded with boto3 to a temporary file.
 
     :raises WeightsError: the file does not exist or cannot be fetched.
     """
     if weights == "imagenet":
-        from keras.utils import get_file
-
         rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
         name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5"
-        try:
-            return Path(get_file(name, KERAS_HUB + name, cache_subdir="models"))
-        except Exception as err:
-            raise WeightsError(f"cannot download imagenet weights {name}: {err}") from err
+        cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / name
+        if not cached.is_file():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f".{name}.{os.getpid()}.part")
+            try:
+                with urlopen(KERAS_HUB + name, timeout=60) as response, open(partial, "wb") as out:
+                    shutil.copyfileobj(response, out)
+            except OSError as err:
+                partial.unlink(missing_ok=True)
+                raise WeightsError(f"cannot download imagenet weights {name}: {err}") from err
+            partial.replace(cached)
+        return cached
     parsed = urlparse(weights)
     if parsed.scheme == "s3":
         import boto3
@@ -147,12 +187,12 @@ def read_weights(path: Path, alpha: float, image_size: int) -> list[np.ndarray]:
     if layers is None:
         return _read_with_keras(path, alpha, image_size, refuse)
     arrays = [array for weights in layers.values() for array in weights]
-    first = layers.get("Conv1", [np.empty(0)])[0].shape
-    last = layers.get("Conv_1", [np.empty(0)])[0].shape
     if len(arrays) != WEIGHT_ARRAYS:
         raise refuse(f"{len(arrays)} weight arrays, a headless MobileNetV2 has {WEIGHT_ARRAYS}")
-    if first != (3, 3, 3, FIRST_FILTERS.get(alpha)) or last[-1:] != (contract.FEATURE_DIM,):
-        raise refuse(f"layers Conv1 {first} and Conv_1 {last} do not match that width")
+    names = [f"{layer}[{i}]" for layer, weights in layers.items() for i in range(len(weights))]
+    for name, array, shape in zip(names, arrays, weight_shapes(alpha), strict=True):
+        if array.shape != shape:
+            raise refuse(f"{name} has shape {array.shape}, this width needs {shape}")
     return arrays
 
 
@@ -229,7 +269,9 @@ def cached_model(spec: ModelSpec, weights: Any, threads: int | None = None) -> k
     """
     model = _MODELS.get(spec)
     if model is None:
-        model = _BARE.pop((spec.alpha, spec.image_size), None) or _build(spec, threads)
+        model = _BARE.pop((spec.alpha, spec.image_size), None)
+        if model is None:
+            model = _build(spec, threads)
         model.set_weights(getattr(weights, "value", weights))
         _MODELS[spec] = model
         log.info("MobileNetV2 %s ready in worker pid %d", spec, os.getpid())

@@ -124,14 +124,17 @@ def test_rerun_replaces_the_batch_and_is_deterministic(spark, tricky_tree, weigh
 def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path):
     images = tmp_path / "lake"
     copy_images(sample_images(GROCERY, 2, ["Kiwi", "Lemon"]), images)
+    (images / "Kiwi" / "zero.jpg").write_bytes(b"")  # the scan skips it; the job must not
     assert featurize(images, tmp_path / "out", weights_file, "day1", "--skip-existing") == 0
+    day1 = read_report(tmp_path / "out", "day1")
+    assert (day1["discovered"], day1["featurized"], day1["quarantined"]) == (5, 4, 1)
     assert featurize(images, tmp_path / "out", weights_file, "day2", "--skip-existing") == 0
     day2 = read_report(tmp_path / "out", "day2")
-    assert (day2["discovered"], day2["skipped_existing"], day2["featurized"]) == (4, 4, 0)
+    assert (day2["discovered"], day2["skipped_existing"], day2["input"]) == (5, 5, 0)
     copy_images(sample_images(GROCERY, 1, ["Mango"]), images)
     assert featurize(images, tmp_path / "out", weights_file, "day3", "--skip-existing") == 0
     day3 = read_report(tmp_path / "out", "day3")
-    assert (day3["discovered"], day3["skipped_existing"], day3["featurized"]) == (5, 4, 1)
+    assert (day3["discovered"], day3["skipped_existing"], day3["featurized"]) == (6, 5, 1)
     features = spark.read.schema(contract.FEATURES_SCHEMA).parquet(str(tmp_path / "out/features"))
     assert features.count() == features.select("path").distinct().count() == 5
     assert featurize(images, tmp_path / "out", weights_file, "day4", "--full-recompute") == 0

@@ -125,8 +125,30 @@ def test_hdf5_weights_of_another_net_or_width_are_refused(saved_models):
     headless, top, _ = saved_models
     with pytest.raises(model.WeightsError, match=r"262 weight arrays, a headless MobileNetV2"):
         model.read_weights(top, 1.0, 224)
-    with pytest.raises(model.WeightsError, match=r"alpha=0.5.*Conv1 \(3, 3, 3, 32\)"):
+    with pytest.raises(
+        model.WeightsError, match=r"alpha=0.5.*Conv1\[0\] has shape \(3, 3, 3, 32\)"
+    ):
         model.read_weights(headless, 0.5, 224)
+
+
+@pytest.mark.parametrize("alpha", sorted(model.FIRST_FILTERS))
+def test_expected_weight_shapes_are_keras_own_for_each_width(alpha):
+    assert model.weight_shapes(alpha) == [
+        tuple(w.shape) for w in model.build_model(alpha, 96).weights
+    ]
+
+
+def test_imagenet_weights_come_from_keras_cache_or_fail_with_their_name(tmp_path, monkeypatch):
+    """No network: a file already in the cache is used; an unreachable hub is a WeightsError."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / name).write_bytes(b"cached")
+    assert model.resolve_weights("imagenet", 1.0, 224) == tmp_path / "models" / name
+    monkeypatch.setattr(model, "KERAS_HUB", "http://127.0.0.1:9/")  # nothing listens there
+    with pytest.raises(model.WeightsError, match=r"cannot download imagenet weights .*_0\.5_224"):
+        model.resolve_weights("imagenet", 0.5, 224)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [name]  # no partial file
 
 
 def test_prepared_workers_are_the_ones_the_featurize_udf_gets(spark, weights_file):
