@@ -111,7 +111,7 @@ def designs(images: Path, weights: str, batch_size: int) -> dict[str, float]:
     from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import ArrayType, FloatType
 
-    from fruits_jobs.featurize import featurize_udf, list_images, size_read_tasks, task_cpus
+    from fruits_jobs.featurize import featurize_udf, list_images, read_tasks_by_bytes, task_cpus
     from fruits_jobs.imaging import decode
     from fruits_jobs.model import ModelSpec, cached_model, read_weights, resolve_weights
 
@@ -120,7 +120,6 @@ def designs(images: Path, weights: str, batch_size: int) -> dict[str, float]:
     path = resolve_weights(weights, 1.0, 224)
     arrays = spark.sparkContext.broadcast(read_weights(path, 1.0, 224))
     spec = ModelSpec(1.0, 224, "bench")
-    size_read_tasks(spark)  # the job's read tasks
     files, listed = list_images(spark, str(images))
 
     @pandas_udf("array<float>")  # type: ignore[call-overload]
@@ -142,11 +141,12 @@ def designs(images: Path, weights: str, batch_size: int) -> dict[str, float]:
         "predict_batch_udf_s": files.select(predict(pixels("content"))),
     }
     seconds = {"images": len(listed)}
-    for name, frame in frames.items():
-        for _ in range(2):  # the second run is the warm one
-            start = time.perf_counter()
-            frame.write.format("noop").mode("overwrite").save()
-            seconds[name] = time.perf_counter() - start
+    with read_tasks_by_bytes(spark):  # the job's read tasks
+        for name, frame in frames.items():
+            for _ in range(2):  # the second run is the warm one
+                start = time.perf_counter()
+                frame.write.format("noop").mode("overwrite").save()
+                seconds[name] = time.perf_counter() - start
     return seconds
 
 
