@@ -85,16 +85,15 @@ def spark_pca(folder: Path, rows: int, k: int | None, variance: float) -> tuple[
 
 def builtin_pca(folder: Path, rows: int, k: int) -> tuple[float, np.ndarray]:
     """Seconds for read + centre + ``pyspark.ml.feature.PCA(k).fit`` + projecting every row."""
-    from pyspark.ml.feature import PCA, StandardScaler
+    from pyspark.ml.feature import PCA
     from pyspark.sql import SparkSession
 
-    from fruits_jobs.pca import read_features
+    from fruits_jobs.pca import centring, read_features
 
     spark = SparkSession.builder.getOrCreate()
     start = time.perf_counter()
     vectors = read_features(spark, str(folder))
-    scaler = StandardScaler(inputCol="vector", outputCol="centred", withMean=True, withStd=False)
-    centred = scaler.fit(vectors).transform(vectors)
+    centred = centring().fit(vectors).transform(vectors)
     model = PCA(k=k, inputCol="centred", outputCol="scores").fit(centred)
     assert model.transform(centred).select("scores").count() == rows
     return time.perf_counter() - start, model.explainedVariance.toArray()

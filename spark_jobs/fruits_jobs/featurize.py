@@ -182,7 +182,7 @@ def prepare_workers(spark: SparkSession, spec: ModelSpec) -> InheritableThread:
         except Exception as err:  # noqa: BLE001 - the featurize job reports real failures
             log.warning("preparing the Python workers failed: %s", f"{err}".strip() or repr(err))
 
-    thread = InheritableThread(target=prepare_all, name="fruits-prepare-workers", daemon=True)
+    thread = InheritableThread(target=prepare_all, name=PREPARE_GROUP, daemon=True)
     thread.start()
     return thread
 

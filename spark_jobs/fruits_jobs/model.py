@@ -40,8 +40,6 @@ KERAS_HUB = "https://storage.googleapis.com/tensorflow/keras-applications/mobile
 FIRST_FILTERS = {0.35: 16, 0.5: 16, 0.75: 24, 1.0: 32}
 """Widths (alpha) whose net ends in ``contract.FEATURE_DIM`` features, and the filters of their
 first convolution (``Conv1``): the Keras hub has weights for each."""
-WEIGHT_ARRAYS = 260
-"""Weight arrays of a headless MobileNetV2 of any width, in ``Model.get_weights`` order."""
 BLOCKS = ((16, 1, 1), (24, 6, 2), (32, 6, 3), (64, 6, 4), (96, 6, 3), (160, 6, 3), (320, 6, 1))
 """MobileNetV2's inverted residual stages: (output filters, expansion, blocks)."""
 
@@ -186,14 +184,14 @@ def read_weights(path: Path, alpha: float, image_size: int) -> list[np.ndarray]:
         raise refuse(str(err).splitlines()[0]) from err
     if layers is None:
         return _read_with_keras(path, alpha, image_size, refuse)
-    arrays = [array for weights in layers.values() for array in weights]
-    if len(arrays) != WEIGHT_ARRAYS:
-        raise refuse(f"{len(arrays)} weight arrays, a headless MobileNetV2 has {WEIGHT_ARRAYS}")
-    names = [f"{layer}[{i}]" for layer, weights in layers.items() for i in range(len(weights))]
-    for name, array, shape in zip(names, arrays, weight_shapes(alpha), strict=True):
+    named = [(f"{layer}[{i}]", a) for layer, arrays in layers.items() for i, a in enumerate(arrays)]
+    shapes = weight_shapes(alpha)
+    if len(named) != len(shapes):
+        raise refuse(f"{len(named)} weight arrays, a headless MobileNetV2 has {len(shapes)}")
+    for (name, array), shape in zip(named, shapes, strict=True):
         if array.shape != shape:
             raise refuse(f"{name} has shape {array.shape}, this width needs {shape}")
-    return arrays
+    return [array for _, array in named]
 
 
 def _hdf5_layers(group: Any) -> dict[str, list[np.ndarray]]:

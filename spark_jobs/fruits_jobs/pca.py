@@ -112,13 +112,17 @@ def fit(vectors: DataFrame, rows: int, args: argparse.Namespace) -> tuple[Pipeli
             f"--k {args.k} exceeds {dim}, the most that {rows} rows of "
             f"{contract.FEATURE_DIM} features allow"
         )
-    centre = StandardScaler(inputCol="vector", outputCol="centred", withMean=True, withStd=False)
     components, explained = principal_components(vectors)
     k = args.k or smallest_k(explained[:dim], args.variance)
     if args.k is None:
         log.info("k=%d components explain >= %.3f of the variance", k, args.variance)
     pca = pca_model(vectors.sparkSession, components[:, :k], explained[:k])
-    return PipelineModel(stages=[centre.fit(vectors), pca]), k
+    return PipelineModel(stages=[centring().fit(vectors), pca]), k
+
+
+def centring() -> StandardScaler:
+    """The pipeline's first stage: ``vector`` minus the column means, as ``centred``."""
+    return StandardScaler(inputCol="vector", outputCol="centred", withMean=True, withStd=False)
 
 
 def principal_components(vectors: DataFrame) -> tuple[np.ndarray, np.ndarray]:
