@@ -92,10 +92,14 @@ SPOT_DISCOUNT = 0.6
 """Assumed spot saving on the EC2 part (EMR's surcharge is the same on spot)."""
 
 
+SAMPLE_IMAGES = PROJECT_ROOT / "samples" / "fruits360-sample"
+"""The 96 Fruits-360 images the repository ships (CC BY-SA 4.0, attribution beside them)."""
+
+
 def default_image_source() -> str:
-    """The shared grocery sample beside the project, else the fetched Fruits-360 sample."""
+    """The shared grocery photos beside the project, else the sample the repository ships."""
     shared = PROJECT_ROOT.parent / "shared" / "data" / "grocery-fruits-sample"
-    return str(shared if shared.is_dir() else PROJECT_ROOT / "data" / "fruits360-sample")
+    return str(shared if shared.is_dir() else SAMPLE_IMAGES)
 
 
 def default_weights() -> str:
