@@ -47,7 +47,8 @@ def run_params(settings: Settings) -> dict[str, Param]:
             settings.image_source,
             type="string",
             minLength=1,
-            description="Folder or s3:// landing prefix of <Label>/<image> files to sync.",
+            description="Folder or s3:// landing prefix of <Label>/<image> files to sync; "
+            "{ds} stands for the run's day (YYYY-MM-DD).",
         ),
         "k": Param(
             None,
@@ -93,21 +94,41 @@ def output_assets(output_uri: str) -> list[Asset]:
     ]
 
 
-def batch_from(params: Mapping[str, Any], logical_date: datetime | None, run_id: str) -> str:
-    """The batch id: the form's, else the logical date's day, else the run id made safe."""
+BATCH_TIME_FORMAT = "%Y-%m-%dT%H%M%S"
+"""The batch id of a run without a logical date: when it was queued, with no ``:``."""
+
+
+def batch_from(
+    params: Mapping[str, Any], logical_date: datetime | None, run_after: datetime
+) -> str:
+    """The batch id of a run, always one safe path segment (:data:`contract.BATCH_ID_PATTERN`).
+
+    * the form's ``batch_id`` when given (the form's pattern already refused a bad one);
+    * else the logical date's day, ``2026-11-25``: scheduled runs, backfills, UI triggers;
+    * else, for runs with no logical date (REST or ``TriggerDagRunOperator`` with a null
+      ``logical_date``, runs started by an asset event), the time the run was queued,
+      ``2026-11-25T210737``.
+    """
     if params.get("batch_id"):
         return contract.validate_batch_id(params["batch_id"])
     if logical_date is not None:
         return logical_date.strftime("%Y-%m-%d")
-    return re.sub(r"[^A-Za-z0-9_.:+-]", "_", run_id)[:64]
+    return contract.validate_batch_id(run_after.strftime(BATCH_TIME_FORMAT))
 
 
-def resolve_run(params: Mapping[str, Any], logical_date: datetime | None, run_id: str) -> dict:
-    """Everything one run needs from its form, as a JSON-able dict (the preflight's XCom)."""
+def resolve_run(
+    params: Mapping[str, Any], logical_date: datetime | None, run_after: datetime
+) -> dict:
+    """Everything one run needs from its form, as a JSON-able dict (the preflight's XCom).
+
+    ``{ds}`` in the image source becomes the run's day (``landing/{ds}/``: one landing folder
+    per day, so a backfill featurizes each day's arrivals).
+    """
     k = params.get("k")
+    day = (logical_date or run_after).strftime("%Y-%m-%d")
     return {
-        "batch_id": batch_from(params, logical_date, run_id),
-        "image_source": params["image_source"],
+        "batch_id": batch_from(params, logical_date, run_after),
+        "image_source": params["image_source"].replace("{ds}", day),
         "k": k,
         "variance": None if k else params["variance"],
         "full_recompute": bool(params.get("full_recompute")),
@@ -118,7 +139,7 @@ def resolve_run(params: Mapping[str, Any], logical_date: datetime | None, run_id
 def current_run() -> dict:
     """:func:`resolve_run` for the running task's DAG run."""
     context = get_current_context()
-    return resolve_run(context["params"], context.get("logical_date"), context["run_id"])
+    return resolve_run(context["params"], context.get("logical_date"), context["dag_run"].run_after)
 
 
 def job_args(job: str, run: Mapping[str, Any], images: str, output: str, weights: str) -> list:

@@ -97,8 +97,12 @@ def attribution_key(batch: str, name: str) -> str:
     return f"{REPORTS}/attribution/{validate_batch_id(batch)}/{name}"
 
 
-BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}"
-"""A batch id is one path segment: letters, digits and ``_ . : + -`` (dates and timestamps)."""
+BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+"""A batch id is one path segment: letters, digits and ``_ . -``.
+
+No ``:`` (Hadoop reads ``featurize-a:b.json`` as a URI scheme and refuses it), no ``+`` (S3
+keys and URLs turn it into a space), no ``/``.
+"""
 
 
 def join(root: str, *parts: str) -> str:
@@ -149,7 +153,7 @@ def validate_batch_id(batch: str) -> str:
     """Return ``batch`` if it is a valid batch id, else raise ``ValueError`` naming it."""
     if not re.fullmatch(BATCH_ID_PATTERN, batch or ""):
         raise ValueError(
-            f"invalid batch id {batch!r}: use 1-64 letters, digits or '_.:+-', "
+            f"invalid batch id {batch!r}: use 1-64 letters, digits or '_.-', "
             "starting with a letter or digit"
         )
     return batch
