@@ -13,7 +13,7 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench lint format clean fetch-fruits360 aws-bootstrap aws-teardown
+.PHONY: setup demo test bench lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env
 
 setup: $(STAMP)
 
@@ -81,3 +81,18 @@ aws-bootstrap: setup
 aws-teardown: setup
 	@test -n "$(BUCKET)" || { echo "usage: make aws-teardown BUCKET=<name> [DELETE_DATA=1]"; exit 2; }
 	$(AWS_BOOTSTRAP) down --bucket "$(BUCKET)" --region "$(REGION)" $(if $(DELETE_DATA),--delete-data)
+
+# ---- Airflow as deployed, without Docker: PostgreSQL + api-server, scheduler, dag-processor,
+# triggerer, with docker-compose.yaml's settings. UI on localhost:8080; Ctrl-C stops it all.
+PORT ?= 8080
+airflow: setup
+	FRUITS_LOCAL_ROOT="$(OUT)" $(if $(IMAGES),FRUITS_IMAGE_SOURCE="$(IMAGES)") \
+	  $(if $(WEIGHTS),FRUITS_WEIGHTS="$(WEIGHTS)") \
+	  $(BIN)/python -m scripts.airflow_stack --home "$(AIRFLOW_HOME)" --port $(PORT)
+
+# Fresh secrets for docker compose (it refuses to start without them); keeps an existing .env.
+compose-env: setup
+	@test -f .env && echo ".env exists: kept" || $(BIN)/python -c "import secrets; \
+	from cryptography.fernet import Fernet; \
+	print(f'AIRFLOW_FERNET_KEY={Fernet.generate_key().decode()}'); \
+	print(f'AIRFLOW_JWT_SECRET={secrets.token_urlsafe(32)}')" > .env && echo "wrote .env"

@@ -20,6 +20,7 @@ import yaml
 from compose_spec import PyCompose
 
 from fruits_pipeline.config import LOCK_FILE, PROJECT_ROOT, Settings
+from scripts.airflow_stack import StackError, interpolate
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yaml"
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
@@ -30,29 +31,12 @@ AIRFLOW_SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
 }
-VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^${}]*))?\}")
-
-
-def interpolate(text: str, environ: Mapping[str, str]) -> str:
-    """Compose's interpolation: ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``$$``."""
-
-    def value(match: re.Match[str]) -> str:
-        name, operator, default = match.groups()
-        if operator == ":-" and not environ.get(name):
-            return default
-        if operator == "-" and name not in environ:
-            return default
-        return environ.get(name, "")
-
-    text = text.replace("$$", "\0")
-    while (replaced := VARIABLE.sub(value, text)) != text:  # innermost first: nesting works
-        text = replaced
-    assert "${" not in text, f"unresolved interpolation in {text!r}"
-    return text.replace("\0", "$")
+SECRETS = {"AIRFLOW_FERNET_KEY": "k" * 44, "AIRFLOW_JWT_SECRET": "s" * 32}
+"""What ``make compose-env`` writes to ``.env``; the compose file refuses to start without."""
 
 
 def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return yaml.safe_load(interpolate(COMPOSE.read_text(), environ or {}))
+    return yaml.safe_load(interpolate(COMPOSE.read_text(), {**SECRETS, **(environ or {})}))
 
 
 def lock_pins() -> dict[str, str]:
@@ -72,6 +56,35 @@ def test_interpolation_follows_compose_rules():
     text = "${A:-x} ${B-y} ${C:-s3://${D:-b}/l/} $${E} ${F}"
     assert interpolate(text, {"B": ""}) == "x  s3://b/l/ ${E} "
     assert interpolate(text, {"A": "1", "D": "lake", "F": "f"}) == "1 y s3://lake/l/ ${E} f"
+    assert interpolate("${G:?say so}", {"G": "g"}) == "g"
+    with pytest.raises(StackError, match="G must be set: say so"):
+        interpolate("${G:?say so}", {"G": ""})
+
+
+def test_no_secret_has_a_default_and_compose_refuses_to_start_without_them():
+    # A default secret in this file is public: anyone could forge API tokens with it.
+    raw = yaml.safe_load(COMPOSE.read_text())["x-airflow-common"]["environment"]
+    secret = re.compile(r"SECRET|FERNET|PASSWORD|TOKEN", re.IGNORECASE)
+    for key, value in raw.items():
+        if secret.search(key) and value is not None:
+            assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", value), (key, value)
+    for name in SECRETS:
+        with pytest.raises(StackError, match=name):
+            interpolate(COMPOSE.read_text(), {k: v for k, v in SECRETS.items() if k != name})
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert all(name in makefile for name in SECRETS)  # make compose-env generates both
+
+
+def test_published_ports_listen_on_loopback_unless_told(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)
+    told = load({"AIRFLOW_BIND": "0.0.0.0"})["services"]["airflow-apiserver"]["ports"]
+    assert told == ["0.0.0.0:8080:8080"]
+
+
+def test_moto_profile_loads_aws_managed_policies(compose):
+    assert compose["services"]["moto"]["environment"]["MOTO_IAM_LOAD_MANAGED_POLICIES"] == "true"
 
 
 def test_file_is_a_valid_compose_specification(compose):
