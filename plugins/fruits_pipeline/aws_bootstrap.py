@@ -7,14 +7,18 @@
   ``--log-days`` days, unfinished multipart uploads aborted after a week.
 * **EMR service role** with AWS's ``AmazonEMRServicePolicy_v2``, plus ``iam:PassRole`` for our
   EC2 role only. That managed policy only launches into a network tagged
-  ``for-use-with-amazon-emr-managed-policies=true``: the region's default VPC and its subnets
-  get that tag.
-* **EC2 role and instance profile** for the cluster nodes, allowed to list and read/write the
-  one bucket and nothing else.
+  ``for-use-with-amazon-emr-managed-policies=true``: the region's default VPC, its subnets and
+  the ``ElasticMapReduce-master``/``-slave`` security groups earlier EMR use left there get
+  that tag (EMR tags the groups it creates itself).
+* **EC2 role and its instance profile**, of the same name as EMR requires, for the cluster
+  nodes: allowed to list and read/write the one bucket (multipart uploads included, as EMRFS
+  writes big objects) and nothing else.
 
 Every resource is compared with what it should be and only changed when it differs, so a
-second run changes nothing. ``down`` removes the roles, the profile and the network tags;
-the bucket (the data) only with ``--delete-data``. Both print the settings to use and refuse
+second run changes nothing. An account set up by the first version (instance profile
+``<prefix>-emr-ec2-profile``) is repaired: the profile is replaced by the one named as the
+role. ``down`` removes the roles, the profiles and the network tags; the bucket (the data)
+only with ``--delete-data``. Both print what they changed, the settings to use, and refuse
 non-EU regions.
 """
 
@@ -31,17 +35,18 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from fruits_pipeline.cluster import EMR_MANAGED_POLICY_TAG
 from fruits_pipeline.config import DEFAULT_REGION, RegionError, require_eu_region
 
 log = logging.getLogger(__name__)
 
-EMR_NETWORK_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
-"""The tag ``AmazonEMRServicePolicy_v2`` requires on the subnets and VPC a cluster uses."""
+EMR_SECURITY_GROUPS = ("ElasticMapReduce-master", "ElasticMapReduce-slave")
+"""The default security groups EMR creates in a VPC with public subnets (older ones untagged)."""
 EMR_SERVICE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"
 PROJECT_TAG = {"Key": "project", "Value": "fruits"}
 
 Outcome = str
-"""``created``, ``updated`` or ``unchanged``: what ``up`` did to one resource."""
+"""``created``, ``updated``, ``deleted`` or ``unchanged``: what ``up`` did to one resource."""
 
 
 class BootstrapError(Exception):
@@ -69,7 +74,16 @@ class Names:
 
     @property
     def instance_profile(self) -> str:
-        """The profile holding :attr:`ec2_role` (the cluster request's ``JobFlowRole``)."""
+        """The profile holding :attr:`ec2_role` (the cluster request's ``JobFlowRole``).
+
+        Named as the role: EMR requires it (EMR Management Guide, "Customize IAM roles with
+        Amazon EMR": the instance profile and its role must have the same name).
+        """
+        return self.ec2_role
+
+    @property
+    def legacy_instance_profile(self) -> str:
+        """The profile name the first version of ``up`` used, which EMR refuses."""
         return f"{self.prefix}-emr-ec2-profile"
 
     def settings(self) -> dict[str, str]:
@@ -114,14 +128,23 @@ def bucket_policy(bucket: str) -> dict[str, Any]:
 
 
 def node_policy(bucket: str) -> dict[str, Any]:
-    """What the cluster nodes may do: list, read and write the one bucket, nothing else."""
+    """What the cluster nodes may do: list, read and write the one bucket, nothing else.
+
+    EMRFS writes big objects as multipart uploads, so it also lists the uploads and their parts
+    (EMR Management Guide, "Creating a service role for cluster EC2 instances with
+    least-privilege permissions").
+    """
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
                 "Sid": "ListTheLake",
                 "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Action": [
+                    "s3:ListBucket",
+                    "s3:GetBucketLocation",
+                    "s3:ListBucketMultipartUploads",
+                ],
                 "Resource": f"arn:aws:s3:::{bucket}",
             },
             {
@@ -132,6 +155,7 @@ def node_policy(bucket: str) -> dict[str, Any]:
                     "s3:PutObject",
                     "s3:DeleteObject",
                     "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts",
                 ],
                 "Resource": f"arn:aws:s3:::{bucket}/*",
             },
@@ -275,6 +299,9 @@ class Bootstrap:
             self.names.ec2_role, "ec2.amazonaws.com", node_policy(bucket), managed=()
         )
         outcomes["instance profile"] = self.ensure_instance_profile()
+        legacy = self.names.legacy_instance_profile
+        if self.delete_instance_profile(legacy, only_holding=self.names.ec2_role):
+            outcomes[f"old instance profile {legacy}"] = "deleted"
         _, outcomes["EMR service role"] = self.ensure_role(
             self.names.service_role,
             "elasticmapreduce.amazonaws.com",
@@ -365,22 +392,34 @@ class Bootstrap:
         return outcome
 
     def default_network(self) -> list[str]:
-        """The ids of the region's default VPC and its subnets (empty if there is none)."""
+        """The ids of the region's default VPC, its subnets and EMR's security groups there.
+
+        ``AmazonEMRServicePolicy_v2`` launches only into tagged subnets and security groups
+        (its ``CreateInTaggedNetwork`` statement); the VPC's tag lets EMR create its default
+        groups (empty if the region has no default VPC).
+        """
         vpcs = self.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
         if not vpcs:
             return []
-        vpc = vpcs[0]["VpcId"]
-        subnets = self.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])
-        return [vpc, *(s["SubnetId"] for s in subnets["Subnets"])]
+        in_vpc = [{"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]}]
+        subnets = self.ec2.describe_subnets(Filters=in_vpc)["Subnets"]
+        groups = self.ec2.describe_security_groups(
+            Filters=[*in_vpc, {"Name": "group-name", "Values": list(EMR_SECURITY_GROUPS)}]
+        )["SecurityGroups"]
+        return [
+            vpcs[0]["VpcId"],
+            *(s["SubnetId"] for s in subnets),
+            *(g["GroupId"] for g in groups),
+        ]
 
     def tag_default_network(self, *, add: bool) -> Outcome:
-        """Add (or remove) the EMR managed-policy tag on the default VPC and its subnets."""
+        """Add (or remove) the EMR managed-policy tag on :meth:`default_network`."""
         ids = self.default_network()
         if not ids:
             log.warning(
-                "no default VPC in %s: tag your own subnet with %s",
+                "no default VPC in %s: tag your own subnet and security groups with %s",
                 self.names.region,
-                EMR_NETWORK_TAG,
+                EMR_MANAGED_POLICY_TAG,
             )
             return "unchanged"
         tagged = {
@@ -388,8 +427,8 @@ class Bootstrap:
             for t in self.ec2.describe_tags(
                 Filters=[
                     {"Name": "resource-id", "Values": ids},
-                    {"Name": "key", "Values": [EMR_NETWORK_TAG["Key"]]},
-                    {"Name": "value", "Values": [EMR_NETWORK_TAG["Value"]]},
+                    {"Name": "key", "Values": [EMR_MANAGED_POLICY_TAG["Key"]]},
+                    {"Name": "value", "Values": [EMR_MANAGED_POLICY_TAG["Value"]]},
                 ]
             )["Tags"]
         }
@@ -397,36 +436,48 @@ class Bootstrap:
         if not todo:
             return "unchanged"
         (self.ec2.create_tags if add else self.ec2.delete_tags)(
-            Resources=todo, Tags=[EMR_NETWORK_TAG]
+            Resources=todo, Tags=[EMR_MANAGED_POLICY_TAG]
         )
         return "updated"
 
     # ---- down ---------------------------------------------------------------------------
 
     def down(self, *, delete_data: bool) -> list[str]:
-        """Remove the roles, the profile and the network tags; the bucket if ``delete_data``."""
+        """Remove the roles, the profiles and the network tags; the bucket if ``delete_data``."""
         done = []
-        name = self.names.instance_profile
-        profile = current(
-            self.iam.get_instance_profile, "InstanceProfile", InstanceProfileName=name
-        )
-        if profile is not None:
-            for member in profile["Roles"]:
-                self.iam.remove_role_from_instance_profile(
-                    InstanceProfileName=name, RoleName=member["RoleName"]
-                )
-            self.iam.delete_instance_profile(InstanceProfileName=name)
-            done.append(f"deleted instance profile {name}")
+        for name in (self.names.instance_profile, self.names.legacy_instance_profile):
+            if self.delete_instance_profile(name, only_holding=self.names.ec2_role):
+                done.append(f"deleted instance profile {name}")
         for role in (self.names.ec2_role, self.names.service_role):
             if self.delete_role(role):
                 done.append(f"deleted role {role}")
         if self.tag_default_network(add=False) == "updated":
-            done.append("removed the EMR tag from the default VPC")
+            done.append("removed the EMR tag from the default VPC, its subnets and EMR groups")
         if delete_data:
             done.extend(self.delete_bucket())
         else:
             done.append(f"kept bucket {self.names.bucket} and its data (--delete-data removes it)")
         return done
+
+    def delete_instance_profile(self, name: str, *, only_holding: str) -> bool:
+        """Empty and delete profile ``name`` if it exists and holds no role but ``only_holding``.
+
+        ``False`` when there is no such profile, or when it holds another role: then it is
+        not ours, and stays (with a warning).
+        """
+        profile = current(
+            self.iam.get_instance_profile, "InstanceProfile", InstanceProfileName=name
+        )
+        if profile is None:
+            return False
+        members = [r["RoleName"] for r in profile["Roles"]]
+        if set(members) - {only_holding}:
+            log.warning("instance profile %s holds %s, not ours: left alone", name, members)
+            return False
+        for member in members:
+            self.iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=member)
+        self.iam.delete_instance_profile(InstanceProfileName=name)
+        return True
 
     def delete_role(self, name: str) -> bool:
         """Detach, delete the inline policies of, and delete a role; ``False`` if absent."""

@@ -10,6 +10,10 @@ BOOTSTRAP_KEY = "bootstrap/install_python_deps.sh"
 """Where ``upload_code`` puts the bootstrap script under the versioned code prefix."""
 CONSTRAINTS_KEY = "bootstrap/constraints.txt"
 """Where ``upload_code`` puts the pinned versions (the lock file) the bootstrap script installs."""
+EMR_MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
+"""The tag ``AmazonEMRServicePolicy_v2`` requires on the cluster request, and on the subnet and
+security groups it launches into: the policy lets EMR create instances, volumes and launch
+templates only with it (EMR Management Guide, "Tagging resources to use managed policies")."""
 
 
 def instance_group(role: str, kind: str, count: int, *, spot: bool) -> dict[str, Any]:
@@ -31,6 +35,10 @@ def job_flow_overrides(settings: Settings, batch_id: str, code_uri: str) -> dict
       :data:`EMR_PYTHON` on every node, and Spark's Python points at it.
     * ``AutoTerminationPolicy`` always set: an idle cluster stops itself even if Airflow dies.
     * The master stays on-demand; core nodes go spot when ``settings.use_spot``.
+    * Tagged with :data:`EMR_MANAGED_POLICY_TAG`, without which the service role's managed
+      policy refuses to launch the nodes (the cluster ends ``VALIDATION_ERROR``).
+    * A root volume of ``settings.root_volume_gib``: EMR's 15 GiB default leaves too little
+      room for TensorFlow and pip's temporary files.
     """
     return {
         "Name": f"fruits-{batch_id}",
@@ -71,6 +79,7 @@ def job_flow_overrides(settings: Settings, batch_id: str, code_uri: str) -> dict
                 "Properties": {"spark.sql.execution.arrow.pyspark.enabled": "true"},
             },
         ],
+        "EbsRootVolumeSize": settings.root_volume_gib,
         "AutoTerminationPolicy": {"IdleTimeout": settings.idle_timeout_s},
         "ServiceRole": settings.service_role,
         "JobFlowRole": settings.job_flow_role,
@@ -79,5 +88,6 @@ def job_flow_overrides(settings: Settings, batch_id: str, code_uri: str) -> dict
             {"Key": "project", "Value": "fruits"},
             {"Key": "batch", "Value": batch_id},
             {"Key": "owner", "Value": settings.owner},
+            EMR_MANAGED_POLICY_TAG,
         ],
     }

@@ -90,6 +90,17 @@ EMR_EUR_PER_HOUR = {
 """eu-west-1 EMR surcharge per instance (EUR/h), kept beside the EC2 price it adds to."""
 SPOT_DISCOUNT = 0.6
 """Assumed spot saving on the EC2 part (EMR's surcharge is the same on spot)."""
+PUBLIC_IPV4_EUR_PER_HOUR = 0.0046
+"""Each node's public IPv4 address (USD 0.005/h since February 2024, Amazon VPC pricing)."""
+EBS_EUR_PER_GIB_MONTH = 0.081
+"""gp3 storage in eu-west-1 (USD 0.088 per GiB-month); EBS bills by the hour of use."""
+HOURS_PER_MONTH = 730
+EMR_DATA_GIB = {"xlarge": 64, "2xlarge": 128, "4xlarge": 256}
+"""The EBS data volumes EMR attaches by default to an EBS-only instance, by instance size
+(EMR Management Guide, "Instance storage": default Amazon EBS storage for instances)."""
+EMR_ROOT_GIB_RANGE = (15, 100)
+"""``EbsRootVolumeSize`` EMR accepts: 15 GiB, its default since 6.10.0, up to 100 GiB
+(EMR Management Guide, "Customizing the Amazon EBS root device volume")."""
 
 
 SAMPLE_IMAGES = PROJECT_ROOT / "samples" / "fruits360-sample"
@@ -128,8 +139,9 @@ class Settings:
     core_instance_count: int = 2
     use_spot: bool = False
     service_role: str = "fruits-emr-service-role"
-    job_flow_role: str = "fruits-emr-ec2-profile"
+    job_flow_role: str = "fruits-emr-ec2-role"
     idle_timeout_s: int = 3600
+    root_volume_gib: int = 32
     expected_hours: float = 1.0
     max_cost_eur: float = 10.0
     owner: str = "data-platform"
@@ -142,6 +154,12 @@ class Settings:
         require_eu_region(self.region)
         if self.core_instance_count < 1:
             raise ValueError(f"core_instance_count must be >= 1, got {self.core_instance_count}")
+        # AutoTerminationPolicy.IdleTimeout: 60 s to 7 days (EMR API Reference).
+        if not 60 <= self.idle_timeout_s <= 604800:
+            raise ValueError(f"idle_timeout_s must be 60..604800, got {self.idle_timeout_s}")
+        low, high = EMR_ROOT_GIB_RANGE
+        if not low <= self.root_volume_gib <= high:
+            raise ValueError(f"root_volume_gib must be {low}..{high}, got {self.root_volume_gib}")
         for kind in (self.master_instance_type, self.core_instance_type):
             if kind not in EC2_EUR_PER_HOUR:
                 raise ValueError(
@@ -200,13 +218,26 @@ class Settings:
 
     # --- cost guard --------------------------------------------------------------------------
     def estimated_cost_eur(self) -> float:
-        """Cost of one run: instances x hourly EC2 (+spot saving) and EMR price x hours."""
-        ec2_factor = 1 - SPOT_DISCOUNT if self.use_spot else 1.0
-        per_hour = sum(
-            count * (EC2_EUR_PER_HOUR[kind] * ec2_factor + EMR_EUR_PER_HOUR[kind])
-            for kind, count in (
-                (self.master_instance_type, 1),
-                (self.core_instance_type, self.core_instance_count),
+        """Cost of one run: the instances' hourly cost times the expected hours.
+
+        Per instance: EC2 (spot saving on core nodes), EMR's surcharge, its public IPv4
+        address, and its EBS (root volume plus EMR's default data volumes).
+        """
+        return round(
+            sum(
+                count * self.instance_eur_per_hour(kind, spot)
+                for kind, count, spot in (
+                    (self.master_instance_type, 1, False),
+                    (self.core_instance_type, self.core_instance_count, self.use_spot),
+                )
             )
+            * self.expected_hours,
+            4,
         )
-        return round(per_hour * self.expected_hours, 4)
+
+    def instance_eur_per_hour(self, kind: str, spot: bool) -> float:
+        """What one running ``kind`` instance of the cluster costs per hour."""
+        ec2 = EC2_EUR_PER_HOUR[kind] * (1 - SPOT_DISCOUNT if spot else 1.0)
+        ebs_gib = self.root_volume_gib + EMR_DATA_GIB[kind.split(".")[1]]
+        ebs = ebs_gib * EBS_EUR_PER_GIB_MONTH / HOURS_PER_MONTH
+        return ec2 + EMR_EUR_PER_HOUR[kind] + PUBLIC_IPV4_EUR_PER_HOUR + ebs

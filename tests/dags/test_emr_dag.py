@@ -132,6 +132,7 @@ def test_success_sends_the_expected_cluster_and_steps_and_terminates(
         "project": "fruits",
         "batch": "2026-11-20",
         "owner": "data-platform",
+        "for-use-with-amazon-emr-managed-policies": "true",
     }
     (request,) = emr_world["requests"]
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": 3600}

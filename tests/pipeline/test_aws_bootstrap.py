@@ -11,7 +11,8 @@ import pytest
 from moto import mock_aws
 
 from fruits_pipeline import aws_bootstrap
-from fruits_pipeline.aws_bootstrap import EMR_NETWORK_TAG, EMR_SERVICE_POLICY, Bootstrap, Names
+from fruits_pipeline.aws_bootstrap import EMR_SERVICE_POLICY, Bootstrap, Names
+from fruits_pipeline.cluster import EMR_MANAGED_POLICY_TAG
 from fruits_pipeline.config import Settings
 
 BUCKET = "fruits-bootstrap-test"
@@ -42,7 +43,9 @@ def state(aws: dict[str, Any]) -> dict[str, Any]:
             ),
         }
     profile = iam.get_instance_profile(InstanceProfileName=NAMES.instance_profile)
-    tags = aws["ec2"].describe_tags(Filters=[{"Name": "key", "Values": [EMR_NETWORK_TAG["Key"]]}])
+    tags = aws["ec2"].describe_tags(
+        Filters=[{"Name": "key", "Values": [EMR_MANAGED_POLICY_TAG["Key"]]}]
+    )
     return {
         "location": s3.get_bucket_location(Bucket=BUCKET)["LocationConstraint"],
         "encryption": s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"],
@@ -85,6 +88,9 @@ def test_up_scopes_the_node_role_to_the_bucket_and_the_service_role_to_our_node_
     assert resources == [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]
     actions = {a for s in node["inline"]["Statement"] for a in s["Action"]}
     assert not any(a.endswith("*") for a in actions), actions
+    # EMRFS writes big objects in parts and lists them (EMR Management Guide, "Creating a
+    # service role for cluster EC2 instances with least-privilege permissions").
+    assert {"s3:ListBucketMultipartUploads", "s3:ListMultipartUploadParts"} <= actions
     service = roles[NAMES.service_role]
     assert service["managed"] == [EMR_SERVICE_POLICY]
     (pass_role,) = service["inline"]["Statement"]
@@ -93,14 +99,93 @@ def test_up_scopes_the_node_role_to_the_bucket_and_the_service_role_to_our_node_
     assert state(aws)["profile"] == [NAMES.ec2_role]
 
 
+def default_vpc(aws: dict[str, Any]) -> str:
+    vpcs = aws["ec2"].describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
+    return vpcs["Vpcs"][0]["VpcId"]
+
+
+def old_emr_security_groups(aws: dict[str, Any]) -> list[str]:
+    """The untagged groups EMR left in the default VPC before AmazonEMRServicePolicy_v2."""
+    return [
+        aws["ec2"].create_security_group(
+            GroupName=name, Description=f"{name} (EMR, 2019)", VpcId=default_vpc(aws)
+        )["GroupId"]
+        for name in ("ElasticMapReduce-master", "ElasticMapReduce-slave")
+    ]
+
+
 def test_up_tags_the_default_network_for_the_emr_managed_policy(aws):
+    # AmazonEMRServicePolicy_v2 (statement CreateInTaggedNetwork) launches only into subnets
+    # and security groups tagged for-use-with-amazon-emr-managed-policies=true.
+    groups = old_emr_security_groups(aws)
+    other = aws["ec2"].create_security_group(
+        GroupName="web", Description="not EMR's", VpcId=default_vpc(aws)
+    )["GroupId"]
     Bootstrap(NAMES).up()
-    ec2 = aws["ec2"]
-    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
-    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
-    expected = sorted([vpc["VpcId"], *(s["SubnetId"] for s in subnets["Subnets"])])
-    assert len(expected) > 1
+    vpc = default_vpc(aws)
+    subnets = aws["ec2"].describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])
+    expected = sorted([vpc, *(s["SubnetId"] for s in subnets["Subnets"]), *groups])
+    assert len(expected) > 3
     assert state(aws)["tagged"] == expected
+    assert other not in state(aws)["tagged"]
+
+
+def test_instance_profile_is_named_as_its_role(aws):
+    # EMR Management Guide, "Customize IAM roles with Amazon EMR": the EC2 instance profile
+    # and its role must share one name, or RunJobFlow fails with an invalid instance profile.
+    Bootstrap(NAMES).up()
+    profile = aws["iam"].get_instance_profile(InstanceProfileName=NAMES.instance_profile)
+    (role,) = profile["InstanceProfile"]["Roles"]
+    assert role["RoleName"] == profile["InstanceProfile"]["InstanceProfileName"]
+    assert Settings().job_flow_role == role["RoleName"]
+
+
+def first_version_account(aws: dict[str, Any]) -> None:
+    """What the first ``make aws-bootstrap`` left: profile ``fruits-emr-ec2-profile``, a node
+    policy without the multipart listings, EMR's old security groups untagged."""
+    Bootstrap(NAMES).up()
+    iam, role, legacy = aws["iam"], NAMES.ec2_role, NAMES.legacy_instance_profile
+    iam.remove_role_from_instance_profile(InstanceProfileName=role, RoleName=role)
+    iam.delete_instance_profile(InstanceProfileName=role)
+    iam.create_instance_profile(InstanceProfileName=legacy)
+    iam.add_role_to_instance_profile(InstanceProfileName=legacy, RoleName=role)
+    policy = aws_bootstrap.node_policy(BUCKET)
+    for statement in policy["Statement"]:
+        statement["Action"] = [a for a in statement["Action"] if "Multipart" not in a]
+    iam.put_role_policy(RoleName=role, PolicyName=role, PolicyDocument=json.dumps(policy))
+    old_emr_security_groups(aws)
+
+
+def test_up_repairs_an_account_bootstrapped_by_the_first_version(aws, capsys):
+    first_version_account(aws)
+    legacy = NAMES.legacy_instance_profile
+    assert aws_bootstrap.main(["up", "--bucket", BUCKET]) == 0
+    changed = {
+        resource.strip(): outcome
+        for line in capsys.readouterr().out.splitlines()
+        if not line.startswith(("export", "#")) and line.strip()
+        for resource, outcome in [line.rsplit(" ", 1)]
+        if outcome != "unchanged"
+    }
+    assert changed == {
+        "EC2 role": "updated",
+        "instance profile": "created",
+        f"old instance profile {legacy}": "deleted",
+        "default VPC tags": "updated",
+    }
+    profiles = aws["iam"].list_instance_profiles()["InstanceProfiles"]
+    assert [p["InstanceProfileName"] for p in profiles] == [NAMES.ec2_role]
+    assert set(Bootstrap(NAMES).up().values()) == {"unchanged"}
+
+
+def test_up_leaves_an_old_named_profile_holding_another_role(aws):
+    aws["iam"].create_role(RoleName="someone-else", AssumeRolePolicyDocument="{}")
+    aws["iam"].create_instance_profile(InstanceProfileName=NAMES.legacy_instance_profile)
+    aws["iam"].add_role_to_instance_profile(
+        InstanceProfileName=NAMES.legacy_instance_profile, RoleName="someone-else"
+    )
+    assert f"old instance profile {NAMES.legacy_instance_profile}" not in Bootstrap(NAMES).up()
+    aws["iam"].get_instance_profile(InstanceProfileName=NAMES.legacy_instance_profile)
 
 
 def test_second_up_changes_nothing(aws):
@@ -179,7 +264,7 @@ def test_teardown_asks_first_and_keeps_the_data_unless_told(aws, capsys):
 
 
 def state_tags(aws: dict[str, Any]) -> list[dict[str, str]]:
-    filters = [{"Name": "key", "Values": [EMR_NETWORK_TAG["Key"]]}]
+    filters = [{"Name": "key", "Values": [EMR_MANAGED_POLICY_TAG["Key"]]}]
     return aws["ec2"].describe_tags(Filters=filters)["Tags"]
 
 

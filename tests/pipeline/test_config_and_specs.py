@@ -39,12 +39,29 @@ def test_settings_come_from_airflow_variables_before_plain_env():
     assert settings.region == "eu-west-1"
 
 
-def test_cost_is_instances_times_prices_times_hours_and_spot_saves():
+def test_cost_is_instances_times_prices_times_hours_and_spot_saves_on_core_nodes():
     on_demand = Settings(core_instance_count=2, expected_hours=2.0)
     per_node = config.EC2_EUR_PER_HOUR["m5.xlarge"] + config.EMR_EUR_PER_HOUR["m5.xlarge"]
-    assert on_demand.estimated_cost_eur() == pytest.approx(3 * per_node * 2.0)
+    assert on_demand.estimated_cost_eur() > 3 * per_node * 2.0
     spot = Settings(core_instance_count=2, expected_hours=2.0, use_spot=True)
-    assert spot.estimated_cost_eur() < on_demand.estimated_cost_eur()
+    saving = 2 * config.EC2_EUR_PER_HOUR["m5.xlarge"] * config.SPOT_DISCOUNT * 2.0
+    assert spot.estimated_cost_eur() == pytest.approx(on_demand.estimated_cost_eur() - saving)
+
+
+def test_cost_counts_each_nodes_public_ipv4_address_and_ebs_volumes():
+    # Public IPv4 bills USD 0.005/h per address (Amazon VPC pricing); EMR gives an EBS-only
+    # m5.xlarge 64 GiB of data volumes besides the root volume (EMR Management Guide,
+    # "Instance storage"). Together a few cents an hour for the default three nodes.
+    small, big = Settings(root_volume_gib=15), Settings(root_volume_gib=100)
+    per_node = config.EC2_EUR_PER_HOUR["m5.xlarge"] + config.EMR_EUR_PER_HOUR["m5.xlarge"]
+    extras = small.estimated_cost_eur() - 3 * per_node
+    ebs = 3 * (15 + 64) * config.EBS_EUR_PER_GIB_MONTH / config.HOURS_PER_MONTH
+    assert extras == pytest.approx(3 * config.PUBLIC_IPV4_EUR_PER_HOUR + ebs, abs=1e-4)
+    assert 0.02 < extras < 0.1
+    more_root = 3 * 85 * config.EBS_EUR_PER_GIB_MONTH / config.HOURS_PER_MONTH
+    assert big.estimated_cost_eur() - small.estimated_cost_eur() == pytest.approx(
+        more_root, abs=1e-4
+    )
 
 
 def test_cost_guard_names_the_estimate_and_the_limit():
@@ -56,6 +73,23 @@ def test_cost_guard_names_the_estimate_and_the_limit():
 def test_unknown_instance_type_is_refused():
     with pytest.raises(ValueError, match=r"'x9\.huge' has no price"):
         Settings(core_instance_type="x9.huge")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        # AutoTerminationPolicy.IdleTimeout: 60 to 604800 s (EMR API Reference).
+        ("idle_timeout_s", 59, "idle_timeout_s must be 60..604800, got 59"),
+        ("idle_timeout_s", 604801, "idle_timeout_s must be 60..604800, got 604801"),
+        # EbsRootVolumeSize: 15 (the default since EMR 6.10.0) to 100 GiB (EMR Management
+        # Guide, "Customizing the Amazon EBS root device volume").
+        ("root_volume_gib", 10, "root_volume_gib must be 15..100, got 10"),
+        ("root_volume_gib", 101, "root_volume_gib must be 15..100, got 101"),
+    ],
+)
+def test_settings_emr_would_refuse_are_refused_at_once(setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**{setting: value})
 
 
 def test_cluster_request_is_eu_bounded_and_tagged():
@@ -71,6 +105,18 @@ def test_cluster_request_is_eu_bounded_and_tagged():
     }
     env = request["Configurations"][0]["Configurations"][0]["Properties"]
     assert env["PYSPARK_PYTHON"] == config.EMR_PYTHON
+
+
+def test_cluster_request_has_the_managed_policy_tag_and_room_for_the_bootstrap():
+    request = cluster.job_flow_overrides(Settings(bucket="lake"), "b1", "s3://lake/code/abc")
+    # AmazonEMRServicePolicy_v2 creates instances, volumes and launch templates only for a
+    # request tagged so (EMR Management Guide, "Tagging resources to use managed policies").
+    tag = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
+    assert tag in request["Tags"]
+    # EMR's default root volume is 15 GiB; TensorFlow and pip's temporary files need more.
+    assert request["EbsRootVolumeSize"] == Settings().root_volume_gib > 15
+    # The instance profile must be named as its role (fruits_pipeline.aws_bootstrap.Names).
+    assert request["JobFlowRole"] == "fruits-emr-ec2-role"
 
 
 def test_emr_and_local_targets_share_the_job_arguments():
