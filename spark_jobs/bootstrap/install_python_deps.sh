@@ -17,8 +17,9 @@ constraints_uri="${1:?usage: install_python_deps.sh s3://bucket/code/VERSION/boo
 constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
 
-# Amazon Linux 2023 (EMR 7.x) ships Python 3.9 as python3; 3.11 is a distribution package.
-if [[ ! -x "$PYTHON" ]]; then
+# Amazon Linux 2023 (EMR 7.x) ships Python 3.9 as python3; 3.11 and its pip are separate
+# distribution packages, and a node may have the interpreter without pip.
+if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
   sudo dnf install -y -q python3.11 python3.11-pip
 fi
 

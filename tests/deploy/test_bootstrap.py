@@ -123,6 +123,22 @@ def test_second_run_keeps_the_installed_python(node):
     assert sum(call == f"sudo {node['python']}" for call in calls) == 2
 
 
+def test_python_without_pip_gets_its_pip_package(node):
+    # On Amazon Linux 2023, python3.11-pip is a package of its own: an interpreter that is
+    # already there does not mean `python3.11 -m pip` works.
+    python = node["python"]
+    python.parent.mkdir(parents=True)
+    python.write_text(
+        '#!/bin/sh\n[ "$1 $2" = "-m pip" ] && { echo "No module named pip" >&2; exit 1; }\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    result = run_script(node, "s3://lake/c.txt")
+    assert result.returncode == 0, result.stderr
+    calls = node["log"].read_text().splitlines()
+    assert "dnf install -y -q python3.11 python3.11-pip" in calls
+
+
 def test_script_without_constraints_uri_fails_with_usage(node):
     result = run_script(node)
     assert result.returncode != 0
