@@ -112,7 +112,9 @@ def resolve_weights(weights: str, alpha: float, image_size: int) -> Path:
 
     ``imagenet`` is fetched once from the Keras hub into Keras' own cache
     (``$KERAS_HOME/models``, by default ``~/.keras/models``) with the standard library, so the
-    driver does not import Keras; an ``s3://`` URI is downloaded with boto3 to a temporary file.
+    driver does not import Keras; where that cache cannot be created (a YARN container in
+    cluster mode has Hadoop's unwritable ``/home/`` as ``HOME``), into a temporary folder. An
+    ``s3://`` URI is downloaded with boto3 to a temporary file.
 
     :raises WeightsError: the file does not exist or cannot be fetched.
     """
@@ -121,7 +123,11 @@ def resolve_weights(weights: str, alpha: float, image_size: int) -> Path:
         name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5"
         cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / name
         if not cached.is_file():
-            cached.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                log.warning("no Keras cache at %s (%s): using a temporary folder", cached, err)
+                cached = Path(tempfile.mkdtemp(prefix="fruits-weights-")) / name
             partial = cached.with_name(f".{name}.{os.getpid()}.part")
             try:
                 with urlopen(KERAS_HUB + name, timeout=60) as response, open(partial, "wb") as out:

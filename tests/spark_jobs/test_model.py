@@ -151,6 +151,30 @@ def test_imagenet_weights_come_from_keras_cache_or_fail_with_their_name(tmp_path
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [name]  # no partial file
 
 
+def test_imagenet_weights_without_a_writable_home_go_to_a_temporary_folder(tmp_path, monkeypatch):
+    """A YARN driver in cluster mode has HOME=/home/, where it cannot create ~/.keras.
+
+    Here HOME is a file (root may write anywhere, a file cannot hold a folder); the hub is
+    a local folder, so no network: the weights land elsewhere; an unreachable hub is a
+    WeightsError, not the OSError of the cache folder.
+    """
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    (hub / name).write_bytes(b"weights from the hub")
+    monkeypatch.setattr(model, "KERAS_HUB", hub.as_uri() + "/")
+    local = model.resolve_weights("imagenet", 1.0, 224)
+    assert local.name == name and local.read_bytes() == b"weights from the hub"
+    assert not local.is_relative_to(home)
+    monkeypatch.setattr(model, "KERAS_HUB", "http://127.0.0.1:9/")  # nothing listens there
+    with pytest.raises(model.WeightsError, match=r"cannot download imagenet weights .*_0\.5_224"):
+        model.resolve_weights("imagenet", 0.5, 224)
+
+
 def test_prepared_workers_are_the_ones_the_featurize_udf_gets(spark, weights_file):
     """The nets built ahead by prepare_workers wait in the workers that run the next UDF tasks."""
     from pyspark.sql.functions import pandas_udf
