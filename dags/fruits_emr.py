@@ -24,6 +24,8 @@ from fruits_pipeline.steps import FEATURIZE, PCA
 
 SETTINGS = Settings.from_env()  # a non-EU region fails here, when the DAG is parsed
 AWS = {"aws_conn_id": SETTINGS.aws_conn_id, "region_name": SETTINGS.region}
+STEP_BUDGET_S = 6 * 3600
+"""How long a step may take, counted by its sensor, deferred or not."""
 
 with DAG(
     dag_id="fruits_emr",
@@ -43,10 +45,15 @@ with DAG(
     )
     sensed = {}
     for job in (FEATURIZE, PCA):
+        # Return once EMR accepted the step: a deferrable EmrAddStepsOperator (the default under
+        # AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=true) waits for the step to *finish*, 60 x 30 s
+        # counted from a cluster still bootstrapping (amazon provider 9.39, operators/emr.py).
         add_step = EmrAddStepsOperator(
             task_id=f"add_{job}_step",
             job_flow_id=create_cluster.output,
             steps=tasks.emr_steps.override(task_id=f"{job}_step_spec")(job, run, code, SETTINGS),
+            wait_for_completion=False,
+            deferrable=False,
             **AWS,
         )
         wait_step = EmrStepWithLogsSensor(
@@ -55,7 +62,8 @@ with DAG(
             step_id=f"{{{{ ti.xcom_pull(task_ids='add_{job}_step')[0] }}}}",
             log_uri=SETTINGS.log_uri,
             poke_interval=SETTINGS.step_poke_interval_s,
-            max_attempts=int(6 * 3600 / SETTINGS.step_poke_interval_s),
+            max_attempts=STEP_BUDGET_S // SETTINGS.step_poke_interval_s,  # when deferred
+            timeout=STEP_BUDGET_S,  # when poking
             **AWS,
         )
         sensed[job] = (add_step, wait_step)

@@ -7,6 +7,9 @@ moto creates it (in-process), and writes what the jobs would have written to mot
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import boto3
@@ -190,6 +193,80 @@ def test_preflight_refuses_an_unencrypted_bucket_and_starts_nothing(
     run, states = run_emr_dag(load_dag, emr_world)
     assert run.state == "failed" and states["preflight"] == "failed"
     assert emr_world["emr"].list_clusters()["Clusters"] == []
+
+
+ADD_STEPS_PROBE = """
+import json, sys
+import boto3
+from moto import mock_aws
+from airflow.dag_processing.dagbag import DagBag
+from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
+from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+from airflow.sdk.exceptions import TaskDeferred
+
+dag = DagBag(dag_folder=sys.argv[1]).get_dag("fruits_emr")
+report = {}
+with mock_aws():
+    emr = boto3.client("emr", region_name="eu-west-1")
+    cluster = emr.run_job_flow(
+        Name="probe", ReleaseLabel="emr-7.12.0", JobFlowRole="r", ServiceRole="s",
+        Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1,
+                   "KeepJobFlowAliveWhenNoSteps": True},
+    )["JobFlowId"]
+    for task in dag.tasks:
+        if isinstance(task, EmrAddStepsOperator):
+            task.job_flow_id = cluster
+            task.steps = [{"Name": task.task_id, "ActionOnFailure": "CONTINUE",
+                           "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["true"]}}]
+            task.do_xcom_push = False  # no task instance to push to: the ids are returned
+            try:
+                returned = task.execute({})
+            except TaskDeferred as deferred:
+                returned = "deferred to " + type(deferred.trigger).__name__
+            states = [s["Status"]["State"] for s in emr.list_steps(ClusterId=cluster)["Steps"]]
+            report[task.task_id] = {"returned": returned, "step states": states}
+        elif isinstance(task, EmrStepSensor):
+            report[task.task_id] = {
+                "deferrable": task.deferrable,
+                "deferred budget": task.max_attempts * task.poke_interval,
+                "poking budget": task.timeout,
+            }
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("default_deferrable", ["true", "false"])
+def test_add_step_returns_once_emr_accepted_the_step_deferrable_or_not(
+    airflow_db, aws_credentials, default_deferrable
+):
+    """The add-step tasks return the step id at once; the sensors wait, 6 h, in both modes.
+
+    The provider reads AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE when it is imported, so each
+    configuration loads the DAG in a fresh interpreter. A deferrable EmrAddStepsOperator
+    defers on EmrAddStepsTrigger until the step *finishes*, at most 60 x 30 s (amazon
+    provider 9.39, operators/emr.py and triggers/emr.py): not a budget for a featurize step.
+    """
+    env = {**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": default_deferrable}
+    dag_file = str(config.PROJECT_ROOT / "dags" / "fruits_emr.py")
+    probe = subprocess.run(
+        [sys.executable, "-c", ADD_STEPS_PROBE, dag_file],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    report = json.loads(probe.stdout.strip().splitlines()[-1])
+    for job, pending in (("featurize", 1), ("pca", 2)):
+        added = report[f"add_{job}_step"]
+        assert added["returned"][0].startswith("s-"), added  # the step id, not a deferral
+        assert len(added["step states"]) == pending  # accepted, not waited for
+        assert report[job] == {
+            "deferrable": default_deferrable == "true",
+            "deferred budget": 6 * 3600,
+            "poking budget": 6 * 3600,
+        }
 
 
 def test_second_sync_uploads_nothing(airflow_db, load_dag, emr_world):
