@@ -35,7 +35,7 @@ with DAG(
 ) as dag:
     run = tasks.preflight_emr.override(task_id="preflight")(SETTINGS)
     go = tasks.proceed(run)
-    synced = tasks.sync_images(run, lake=SETTINGS.raw_images_uri, aws_conn_id=SETTINGS.aws_conn_id)
+    synced = tasks.sync_images(run, lake=SETTINGS.raw_images_uri, settings=SETTINGS)
     code = tasks.upload_code(SETTINGS)
     create_cluster = EmrCreateJobFlowOperator(
         task_id="create_cluster",

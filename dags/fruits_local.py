@@ -23,7 +23,7 @@ with DAG(
 ):
     run = tasks.preflight_local.override(task_id="preflight")(SETTINGS)
     go = tasks.proceed(run)
-    synced = tasks.sync_images(run, lake=SETTINGS.local_lake)
+    synced = tasks.sync_images(run, lake=SETTINGS.local_lake, settings=SETTINGS)
     featurize, pca = (
         tasks.spark_submit_local.override(task_id=job)(job, run, SETTINGS)
         for job in (FEATURIZE, PCA)

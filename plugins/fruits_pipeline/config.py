@@ -102,6 +102,12 @@ EMR_ROOT_GIB_RANGE = (15, 100)
 """``EbsRootVolumeSize`` EMR accepts: 15 GiB, its default since 6.10.0, up to 100 GiB
 (EMR Management Guide, "Customizing the Amazon EBS root device volume")."""
 
+SYNC_MAX_FILE_BYTES = 50 * 1024 * 1024
+"""Landing files larger than this are refused by the sync (photos are a few MB at most)."""
+SYNC_CONCURRENCY = 10
+"""Files, and S3 requests, the sync keeps in flight (the AWS CLI's default); above 10, raise
+the connection's ``max_pool_connections`` too (extra ``config_kwargs``)."""
+
 
 SAMPLE_IMAGES = PROJECT_ROOT / "samples" / "fruits360-sample"
 """The 96 Fruits-360 images the repository ships (CC BY-SA 4.0, attribution beside them)."""
@@ -149,6 +155,8 @@ class Settings:
     image_source: str = field(default_factory=default_image_source)
     local_root: str = str(PROJECT_ROOT / "out" / "local")
     step_poke_interval_s: int = 60
+    sync_max_file_bytes: int = SYNC_MAX_FILE_BYTES
+    sync_concurrency: int = SYNC_CONCURRENCY
 
     def __post_init__(self) -> None:
         require_eu_region(self.region)
@@ -160,6 +168,11 @@ class Settings:
         low, high = EMR_ROOT_GIB_RANGE
         if not low <= self.root_volume_gib <= high:
             raise ValueError(f"root_volume_gib must be {low}..{high}, got {self.root_volume_gib}")
+        if self.sync_max_file_bytes < 1 or self.sync_concurrency < 1:
+            raise ValueError(
+                f"sync_max_file_bytes ({self.sync_max_file_bytes}) and sync_concurrency "
+                f"({self.sync_concurrency}) must be >= 1"
+            )
         for kind in (self.master_instance_type, self.core_instance_type):
             if kind not in EC2_EUR_PER_HOUR:
                 raise ValueError(

@@ -1,27 +1,105 @@
-"""A folder of files, on this machine or under an S3 prefix, behind four methods.
+"""A folder of files, on this machine or under an S3 prefix, behind a few methods.
 
 Sync and validation are written once against :class:`Store`; :func:`open_store` picks the
-implementation from the URI. Keys are ``/``-separated paths relative to the store's root.
+implementation from the URI. Keys are ``/``-separated paths relative to the store's root, and
+every key passes :func:`check_key` before it names a file or an object: keys come from a
+landing area the mobile app fills, so they are not ours to trust.
+
+:class:`Transfers` copies between two stores by streaming (boto3's managed transfers on the S3
+side), so memory stays bounded whatever the file size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlparse
+
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from s3transfer.subscribers import BaseSubscriber
+from s3transfer.utils import ChunksizeAdjuster
+
+MULTIPART_BYTES = 8 * 1024 * 1024
+"""Multipart threshold and part size of S3 transfers (boto3's and the AWS CLI's default)."""
+BLOCK_BYTES = 1024 * 1024
+"""What a local copy or hash holds in memory at a time."""
+PARTIAL_SUFFIX = ".fruits-partial"
+"""End of the hidden name a local copy is written under before it is renamed into place."""
+UPLOAD_ARGS = {"ServerSideEncryption": "AES256"}
+"""Every object we write is SSE-S3 encrypted, so its ETag stays content-derived."""
+COPY_ARGS = {"ChecksumAlgorithm": "CRC32"}
+"""A server-side copy gets a CRC32 of its own content, not the source's (maybe composite) one."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class UnsafeKeyError(ValueError):
+    """A key that could name something outside its store's root; ``reason`` says why."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"unsafe key {key!r}: {reason}")
+        self.key, self.reason = key, reason
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a plain relative key, else raise :class:`UnsafeKeyError`.
+
+    Refused: an empty key, an absolute one (``/...``), a backslash (a separator elsewhere),
+    an empty, ``.`` or ``..`` segment (``a//b``, ``a/``, ``../x``), and control characters
+    (C0, DEL, C1: newlines forge log lines, NUL truncates paths). S3 itself resolves none
+    of these, but a local folder, Hadoop's S3A and the AWS CLI do.
+
+    >>> check_key("Apple/a.jpg")
+    'Apple/a.jpg'
+    >>> check_key("Apple/../../x")
+    Traceback (most recent call last):
+    ...
+    fruits_pipeline.stores.UnsafeKeyError: unsafe key 'Apple/../../x': a '..' segment
+    """
+    if not key:
+        reason = "empty"
+    elif key.startswith("/"):
+        reason = "absolute"
+    elif "\\" in key:
+        reason = "a backslash"
+    elif _CONTROL.search(key):
+        reason = "a control character"
+    elif key.endswith("/"):
+        reason = "ends with '/' (a folder marker, not a file)"
+    else:
+        segments = set(key.split("/"))
+        bad = next((s for s in ("", ".", "..") if s in segments), None)
+        if bad is None:
+            return key
+        reason = f"a {bad!r} segment" if bad else "an empty segment"
+    raise UnsafeKeyError(key, reason)
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A file in a store: its key, size, and content MD5 (hex) where the store knows it."""
+    """A file as its store's listing gives it, no content read.
+
+    :param key: path relative to the store's root (not yet checked: see :func:`check_key`).
+    :param size: bytes.
+    :param mtime_ns: modification time (S3: ``LastModified``, whole seconds), nanoseconds.
+    :param etag: the S3 ETag without quotes; None for a local file.
+    :param regular: False for a symlink, FIFO, socket or device: never read.
+    """
 
     key: str
     size: int
-    md5: str | None
+    mtime_ns: int
+    etag: str | None = None
+    regular: bool = True
 
 
 class Store(Protocol):
@@ -29,8 +107,11 @@ class Store(Protocol):
 
     uri: str
 
+    def listing(self, prefix: str = "") -> Iterator[Entry]:
+        """Every file under ``prefix``, hidden ones included, keys unchecked."""
+
     def entries(self, prefix: str = "") -> Iterator[Entry]:
-        """Every file under ``prefix``, hidden files (``.name``) excluded."""
+        """:meth:`listing` without hidden files (a ``.name`` segment) and non-regular ones."""
 
     def read(self, key: str, max_bytes: int | None = None) -> bytes:
         """The content of ``key`` (the first ``max_bytes`` only, when given)."""
@@ -38,13 +119,18 @@ class Store(Protocol):
     def write(self, key: str, data: bytes) -> None:
         """Create or replace ``key``."""
 
-    def md5(self, key: str) -> str:
-        """The content MD5 of ``key`` (hex)."""
+    def discard_partials(self) -> int:
+        """Remove what a killed copy into this store left; how many were removed."""
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``; nothing happens when it is absent."""
 
 
-def md5_of(data: bytes) -> str:
-    """Hex MD5 of ``data`` (the ETag of a single-part S3 upload)."""
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+def visible(entries: Iterator[Entry]) -> Iterator[Entry]:
+    """The regular files of ``entries`` with no hidden (``.name``) segment in their key."""
+    for entry in entries:
+        if entry.regular and not any(s.startswith(".") for s in entry.key.split("/")):
+            yield entry
 
 
 @dataclass
@@ -58,38 +144,93 @@ class LocalStore:
         """The folder as a path string."""
         return str(self.root)
 
-    def entries(self, prefix: str = "") -> Iterator[Entry]:
-        """Walk the folder; ``prefix`` is a key prefix, as on S3 (``_reports/featurize-``).
+    def path(self, key: str) -> Path:
+        """``root/key`` resolved, after :func:`check_key`; refused unless it lies in the root.
 
-        The MD5 is left for :meth:`md5` to compute when asked.
+        Resolving follows the symlinks already in the folder, so a link pointing out of it
+        is refused as well (compared as paths, not strings: ``/lake2`` is not in ``/lake``).
         """
+        root = self.root.resolve()
+        target = (root / check_key(key)).resolve()
+        if not target.is_relative_to(root):
+            raise UnsafeKeyError(key, f"resolves to {target}, outside {root}")
+        return target
+
+    def listing(self, prefix: str = "") -> Iterator[Entry]:
+        """Walk the folder (symlinks not followed); ``prefix`` is a key prefix, as on S3."""
         base = self.root / prefix.rpartition("/")[0]
         if not base.is_dir():
             return
         for folder, dirs, files in os.walk(base):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                if name.startswith("."):
-                    continue
+            dirs.sort()
+            links = [d for d in dirs if Path(folder, d).is_symlink()]  # listed, not followed
+            for name in sorted(files + links):
                 path = Path(folder, name)
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    yield Entry(key, path.stat().st_size, None)
+                    info = path.lstat()
+                    regular = stat.S_ISREG(info.st_mode)
+                    yield Entry(key, info.st_size, info.st_mtime_ns, regular=regular)
+
+    def entries(self, prefix: str = "") -> Iterator[Entry]:
+        """The visible regular files under ``prefix``."""
+        return visible(self.listing(prefix))
 
     def read(self, key: str, max_bytes: int | None = None) -> bytes:
         """Read the file at ``root/key``."""
-        with open(self.root / key, "rb") as handle:
+        with open(self.path(key), "rb") as handle:
             return handle.read(-1 if max_bytes is None else max_bytes)
 
     def write(self, key: str, data: bytes) -> None:
-        """Write ``root/key``, creating folders."""
-        target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        """Write ``root/key`` through :meth:`staged`: readers never see half of it."""
+        with self.staged(key) as handle:
+            handle.write(data)
 
-    def md5(self, key: str) -> str:
-        """MD5 of the file's content."""
-        return md5_of(self.read(key))
+    @contextmanager
+    def staged(self, key: str, mtime_ns: int | None = None) -> Iterator[BinaryIO]:
+        """A file to fill that becomes ``root/key`` only when the block ends without error.
+
+        It is written as ``.<name>.<random>.fruits-partial`` in the destination folder, then
+        renamed over ``root/key`` (``os.replace``: atomic on one filesystem) with ``mtime_ns``
+        as its modification time; on error it is deleted. A process killed mid-copy leaves
+        only that hidden file, which listings and Spark skip and :meth:`discard_partials`
+        removes: never a half-written image under its real name.
+        """
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent
+        )
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+            if mtime_ns is not None:
+                os.utime(temp, ns=(mtime_ns, mtime_ns))
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def discard_partials(self) -> int:
+        """Delete the ``*.fruits-partial`` files a killed copy left (see :meth:`staged`)."""
+        partials = [
+            self.root / e.key
+            for e in self.listing()
+            if e.key.endswith(PARTIAL_SUFFIX) and e.key.rpartition("/")[2].startswith(".")
+        ]
+        for path in partials:
+            path.unlink(missing_ok=True)
+        return len(partials)
+
+    def delete(self, key: str) -> None:
+        """Delete ``root/key``, then the folders that leaves empty (never the root)."""
+        target = self.path(key)
+        target.unlink(missing_ok=True)
+        root = self.root.resolve()
+        for folder in target.parents:
+            if folder == root or not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 @dataclass
@@ -105,37 +246,55 @@ class S3Store:
         """``s3://bucket/prefix``."""
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
-    def _key(self, key: str) -> str:
-        return f"{self.prefix.strip('/')}/{key}".lstrip("/")
+    @property
+    def root(self) -> str:
+        """The key prefix of the store's objects: ``prefix/``, or empty for a whole bucket."""
+        prefix = self.prefix.strip("/")
+        return f"{prefix}/" if prefix else ""
+
+    def object_key(self, key: str) -> str:
+        """The S3 key of ``key``, after :func:`check_key`."""
+        return self.root + check_key(key)
+
+    def listing(self, prefix: str = "") -> Iterator[Entry]:
+        """Page through ``ListObjectsV2`` (1,000 keys a request)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.root + prefix):
+            for item in page.get("Contents", []):
+                yield Entry(
+                    item["Key"][len(self.root) :],
+                    item["Size"],
+                    int(item["LastModified"].timestamp()) * 1_000_000_000,
+                    item["ETag"].strip('"'),
+                )
 
     def entries(self, prefix: str = "") -> Iterator[Entry]:
-        """Page through ``ListObjectsV2``; the ETag is the MD5 unless it is a multipart one."""
-        root = self._key("")
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-            for item in page.get("Contents", []):
-                key = item["Key"][len(root) :]
-                if key.rsplit("/", 1)[-1].startswith(".") or key.endswith("/"):
-                    continue
-                etag = item["ETag"].strip('"')
-                yield Entry(key, item["Size"], None if "-" in etag else etag)
+        """The visible objects under ``prefix`` (folder markers ``a/`` are not files)."""
+        return (e for e in visible(self.listing(prefix)) if not e.key.endswith("/"))
 
     def read(self, key: str, max_bytes: int | None = None) -> bytes:
         """``GetObject``, with a ``Range`` when ``max_bytes`` is given."""
         extra = {"Range": f"bytes=0-{max_bytes - 1}"} if max_bytes else {}
-        response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
+        response = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key), **extra)
         return response["Body"].read()
 
     def write(self, key: str, data: bytes) -> None:
         """``PutObject`` (single part, so the ETag stays the MD5), server-side encrypted."""
         self.client.put_object(
-            Bucket=self.bucket, Key=self._key(key), Body=data, ServerSideEncryption="AES256"
+            Bucket=self.bucket, Key=self.object_key(key), Body=data, **UPLOAD_ARGS
         )
 
-    def md5(self, key: str) -> str:
-        """The ETag from ``HeadObject`` when it is an MD5, else the MD5 of the content."""
-        etag = self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ETag"].strip('"')
-        return etag if "-" not in etag else md5_of(self.read(key))
+    def discard_partials(self) -> int:
+        """Nothing to do: S3 shows an object only once its upload completed.
+
+        An unfinished multipart upload stays invisible; the bucket's lifecycle rule
+        (``make aws-bootstrap``) aborts it after 7 days.
+        """
+        return 0
+
+    def delete(self, key: str) -> None:
+        """``DeleteObject``."""
+        self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
 
 
 def open_store(uri: str, s3_client: Any = None) -> Store:
@@ -148,3 +307,150 @@ def open_store(uri: str, s3_client: Any = None) -> Store:
     if parsed.scheme not in ("", "file"):
         raise ValueError(f"unsupported store URI {uri!r}: use a folder or s3://bucket/prefix")
     return LocalStore(Path(parsed.path if parsed.scheme else uri))
+
+
+# --- streaming copies ----------------------------------------------------------------------
+def s3_etag(path: Path, size: int) -> str:
+    """The ETag S3 gives ``path`` uploaded the way :class:`Transfers` uploads it.
+
+    Below :data:`MULTIPART_BYTES` the content's MD5; above, the MD5 of the parts' MD5s and
+    ``-<parts>`` (parts of :data:`MULTIPART_BYTES`, as s3transfer sizes them). Read in
+    :data:`BLOCK_BYTES` blocks: a local read, never a download.
+    """
+    with open(path, "rb") as handle:
+        if size < MULTIPART_BYTES:
+            return _md5(handle, size).hexdigest()
+        part_size = ChunksizeAdjuster().adjust_chunksize(MULTIPART_BYTES, size)
+        parts = [_md5(handle, part_size).digest() for _ in range(-(-size // part_size))]
+    return f"{hashlib.md5(b''.join(parts), usedforsecurity=False).hexdigest()}-{len(parts)}"
+
+
+def _md5(handle: BinaryIO, limit: int) -> Any:
+    """The MD5 of the next ``limit`` bytes of ``handle`` (fewer at its end)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    while limit > 0 and (block := handle.read(min(BLOCK_BYTES, limit))):
+        digest.update(block)
+        limit -= len(block)
+    return digest
+
+
+class _Bounded:
+    """A write-only file that refuses more than ``limit`` bytes (an object grown since listed)."""
+
+    def __init__(self, handle: BinaryIO, limit: int, progress: Callable[[int], None]) -> None:
+        self.handle, self.left, self.progress = handle, limit, progress
+
+    def write(self, data: bytes) -> int:
+        self.left -= len(data)
+        if self.left < 0:
+            raise OSError("the file grew beyond the size it was listed with")
+        self.progress(len(data))
+        return self.handle.write(data)
+
+
+class _Progress(BaseSubscriber):
+    """Passes s3transfer's byte counts on, and gives it the listed size (no ``HeadObject``)."""
+
+    def __init__(self, size: int, progress: Callable[[int], None]) -> None:
+        self.size, self.progress = size, progress
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self.size)
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self.progress(bytes_transferred)
+
+
+class Transfers:
+    """Streaming copies from ``source`` to ``dest``, callable from many threads at once.
+
+    * folder -> folder: 1 MB blocks into :meth:`LocalStore.staged`;
+    * S3 -> folder: ``GetObject`` (ranged, in parallel, above :data:`MULTIPART_BYTES`) into
+      :meth:`LocalStore.staged`, the object's ``LastModified`` kept as the file's mtime;
+    * folder -> S3: ``PutObject``, or a multipart upload of 8 MB parts;
+    * S3 -> S3: ``CopyObject`` or ``UploadPartCopy``, server side (no byte passes through
+      this process), on condition that the source still has the listed ETag.
+
+    The S3 side runs on one s3transfer manager of ``concurrency`` request threads shared by
+    all copies, so memory stays bounded whatever the sizes: at most a few parts in flight
+    (s3transfer's in-memory chunk limits), never a whole file. The listed size is handed to
+    it, so a download or copy makes no ``HeadObject`` first.
+    """
+
+    def __init__(self, source: Store, dest: Store, concurrency: int) -> None:
+        self.source, self.dest = source, dest
+        client = next((s.client for s in (dest, source) if isinstance(s, S3Store)), None)
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_BYTES,
+            multipart_chunksize=MULTIPART_BYTES,
+            max_concurrency=concurrency,
+        )
+        self._manager = None if client is None else create_transfer_manager(client, config)
+
+    def __enter__(self) -> Transfers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._manager is not None:
+            self._manager.shutdown(cancel=exc_info[0] is not None)
+
+    def is_current(self, entry: Entry, held: Entry | None) -> bool:
+        """Whether ``dest`` already holds ``entry`` as ``held``, decided without a download.
+
+        Same size, and then, by where the copy lives:
+
+        * a folder: the same mtime, since every copy is given its source's (``staged``);
+        * S3, from S3: a ``LastModified`` no older than the source's: both are S3's clock,
+          and a copy is made only while the source has the listed ETag. This covers
+          multipart ETags, which cannot be compared across two uploads' part sizes;
+        * S3, from a folder: the ETag equals :func:`s3_etag` of the local file.
+        """
+        if held is None or held.size != entry.size:
+            return False
+        if isinstance(self.dest, LocalStore):
+            return held.mtime_ns == entry.mtime_ns
+        if isinstance(self.source, S3Store):
+            return held.mtime_ns >= entry.mtime_ns
+        assert isinstance(self.source, LocalStore)
+        return held.etag == s3_etag(self.source.path(entry.key), entry.size)
+
+    def copy(self, entry: Entry, progress: Callable[[int], None]) -> None:
+        """Copy ``entry`` (key already vetted by the caller), reporting bytes to ``progress``."""
+        source, dest = self.source, self.dest
+        if isinstance(dest, LocalStore):
+            with dest.staged(entry.key, entry.mtime_ns) as handle:
+                self._fetch(entry, handle, progress)
+            return
+        assert isinstance(dest, S3Store) and self._manager is not None
+        target = (dest.bucket, dest.object_key(entry.key))
+        subscribers = [_Progress(entry.size, progress)]
+        if isinstance(source, LocalStore):
+            future = self._manager.upload(
+                str(source.path(entry.key)), *target, UPLOAD_ARGS, subscribers
+            )
+        else:
+            assert isinstance(source, S3Store)
+            future = self._manager.copy(
+                {"Bucket": source.bucket, "Key": source.object_key(entry.key)},
+                *target,
+                {**UPLOAD_ARGS, **COPY_ARGS, "CopySourceIfMatch": f'"{entry.etag}"'},
+                subscribers,
+                source_client=source.client,
+            )
+        future.result()
+
+    def _fetch(self, entry: Entry, handle: BinaryIO, progress: Callable[[int], None]) -> None:
+        source = self.source
+        if isinstance(source, LocalStore):
+            with open(source.path(entry.key), "rb") as data:
+                shutil.copyfileobj(data, _Bounded(handle, entry.size, progress), BLOCK_BYTES)
+            return
+        assert isinstance(source, S3Store) and self._manager is not None
+        single = entry.size < MULTIPART_BYTES
+        target = _Bounded(handle, entry.size, lambda n: None) if single else handle
+        self._manager.download(
+            source.bucket,
+            source.object_key(entry.key),
+            target,
+            subscribers=[_Progress(entry.size, progress)],
+        ).result()

@@ -165,15 +165,26 @@ def proceed(run: dict) -> bool:
 
 
 @task
-def sync_images(run: dict, lake: str, aws_conn_id: str = "aws_default") -> dict:
-    """Copy new or changed images from the run's source into ``lake`` (folder or S3 prefix)."""
+def sync_images(run: dict, lake: str, settings: Settings) -> dict:
+    """Copy new or changed images from the run's source into ``lake`` (folder or S3 prefix).
+
+    Files outside the layout, with an unsafe key or over ``sync_max_file_bytes`` are refused:
+    the log and the XCom's ``refused`` name each with its reason, and the good files are
+    copied anyway. Copies that failed (network, permissions) fail the task once the others
+    are done, naming them; a retry copies only what is still missing.
+    """
     source, dest = run["image_source"], lake
     if not source.startswith("s3") and not Path(source).is_dir():
         raise AirflowFailException(f"image source is not a folder: {source}")
     result = sync(
-        open_store(source, s3_client(source, aws_conn_id)),
-        open_store(dest, s3_client(dest, aws_conn_id)),
+        open_store(source, s3_client(source, settings.aws_conn_id)),
+        open_store(dest, s3_client(dest, settings.aws_conn_id)),
+        max_file_bytes=settings.sync_max_file_bytes,
+        concurrency=settings.sync_concurrency,
     )
+    if result.failed_count:
+        failed = "; ".join(f"{key!r}: {why}" for key, why in list(result.failed.items())[:10])
+        raise AirflowException(f"{result.failed_count} files could not be copied: {failed}")
     return result.as_dict()
 
 

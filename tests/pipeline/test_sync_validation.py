@@ -1,62 +1,19 @@
-"""Sync and validation against a real folder of photos and against S3 (moto stands in for AWS)."""
+"""Output validation in a folder and on S3 (moto stands in for AWS); preflight, packaging."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from io import BytesIO
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from fruits_jobs import contract
 from fruits_pipeline.packaging import bundle_version, package_zip
 from fruits_pipeline.preflight import bucket_problems
-from fruits_pipeline.stores import LocalStore, S3Store, open_store
-from fruits_pipeline.sync import sync
+from fruits_pipeline.stores import LocalStore, S3Store
 from fruits_pipeline.validation import validate
-from tests.conftest import FRUITS360, GROCERY, ROOT, copy_images, sample_images
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    with mock_aws():
-        client = boto3.client("s3", region_name="eu-west-1")
-        client.create_bucket(
-            Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-        yield client
-
-
-def test_local_sync_copies_new_and_changed_files_only(tmp_path):
-    source = tmp_path / "landing"
-    copy_images(sample_images(GROCERY, 3, ["Kiwi", "Lemon"]), source)
-    lake = LocalStore(tmp_path / "lake")
-    first = sync(LocalStore(source), lake)
-    assert (first.uploaded, first.skipped) == (6, 0)
-    again = sync(LocalStore(source), lake)
-    assert (again.uploaded, again.skipped) == (0, 6)
-    changed = sorted((source / "Kiwi").glob("*.jpg"))[0]
-    changed.write_bytes(changed.read_bytes()[::-1])  # same size, other content
-    assert sync(LocalStore(source), lake).uploaded == 1
-    assert (tmp_path / "lake" / "Kiwi" / changed.name).read_bytes() == changed.read_bytes()
-
-
-def test_fruits360_layout_and_attribution_travel_to_s3(tmp_path, s3):
-    source = tmp_path / "fruits360"
-    copy_images(sample_images(FRUITS360 / "Training", 2, ["Cherry 1"]), source / "Training")
-    shutil.copy(FRUITS360 / "ATTRIBUTION.md", source)
-    lake = open_store("s3://lake/raw/images", s3)
-    assert sync(LocalStore(source), lake).uploaded == 3
-    keys = sorted(e.key for e in lake.entries())
-    assert keys[0] == "ATTRIBUTION.md" and keys[1].startswith("Training/Cherry 1/")
-    assert sync(LocalStore(source), lake).uploaded == 0
-    landing = open_store("s3://lake/landing", s3)
-    assert sync(lake, landing).uploaded == 3 and sync(lake, landing).uploaded == 0
+from tests.conftest import ROOT
 
 
 def write_contract(store, *, batch="b1", rows=4, csv_rows=None, consistent=True):
