@@ -144,6 +144,13 @@ class Postgres:
             self.data.mkdir(parents=True, exist_ok=True)
             if self.as_user:
                 shutil.chown(self.data, "postgres", "postgres")
+        reach = subprocess.run([*self.as_user, "test", "-w", str(self.data)], check=False, cwd="/")
+        if reach.returncode != 0:
+            raise StackError(
+                f"PostgreSQL runs as user postgres, which cannot write {self.data}: "
+                "let it through the folders above (chmod o+x) or use another AIRFLOW_HOME"
+            )
+        if fresh:
             self._run(postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")
         self._run(
             postgres_bin("pg_ctl"),

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SPARK_INFO = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d INFO ")
 """Spark's own INFO lines, left out of the task log (the jobs' own log lines stay)."""
+FIRST_ERROR = re.compile(r"^(\w+: error: |[\w.]*(Error|Exception): )")
+"""A job's one-line error (``featurize: error: ...``) or a Python exception's last line."""
 
 
 def run_params(settings: Settings) -> dict[str, Param]:
@@ -293,7 +294,7 @@ def spark_submit_local(job: str, run: dict, settings: Settings) -> None:
     )
     log.info("running %s", " ".join(command))
     env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    tail: deque[str] = deque(maxlen=20)
+    first_error = last = ""
     with subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -303,10 +304,12 @@ def spark_submit_local(job: str, run: dict, settings: Settings) -> None:
     ) as process:
         assert process.stdout is not None
         for line in process.stdout:
-            tail.append(line.rstrip())
+            last = line.rstrip()
             if not SPARK_INFO.match(line):
-                log.info("%s", line.rstrip())
+                log.info("%s", last)
+            if not first_error and FIRST_ERROR.match(line):
+                first_error = line.strip()
     if process.returncode != 0:
         raise AirflowException(
-            f"spark-submit {job} exited {process.returncode}: " + " | ".join(tail)
+            f"spark-submit {job} exited {process.returncode}: {first_error or last}"
         )

@@ -1,0 +1,94 @@
+"""One Airflow as deployed for the whole test session: PostgreSQL + api-server, scheduler,
+dag-processor, triggerer (LocalExecutor), configured by docker-compose.yaml; driven over REST.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.airflow_stack import AirflowStack, free_port
+
+FINISHED = {"success", "failed"}
+
+
+class Deployed:
+    """The running stack plus what the tests need to drive it like a user."""
+
+    def __init__(self, stack: AirflowStack, root: Path) -> None:
+        self.stack = stack
+        self.root = root  # FRUITS_LOCAL_ROOT of every run: lake/ and outputs/
+        self.landing = root.parent / "landing"  # the default image source is landing/{ds}
+
+    def api(self, method: str, path: str, **kwargs: Any):
+        return self.stack.api(method, path, **kwargs)
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100}).json()[
+            "dag_runs"
+        ]
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 600) -> dict:
+        """Poll the run until it ends; a failed one reports each failed task's log tail."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()
+            if run["state"] in FINISHED:
+                return run
+            time.sleep(2)
+        raise AssertionError(f"{run_id} still {run['state']} after {timeout:.0f} s")
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        return {ti["task_id"]: ti["state"] for ti in self.api("GET", path).json()["task_instances"]}
+
+    def explain(self, dag_id: str, run_id: str) -> str:
+        """Task states, and the log tail of each failed task: the assertion message."""
+        states = self.task_states(dag_id, run_id)
+        failed = [t for t, state in states.items() if state == "failed"]
+        tails = [
+            f"--- {task}:\n" + "\n".join(self.task_log(dag_id, run_id, task).splitlines()[-15:])
+            for task in failed
+        ]
+        return "\n".join([str(states), *tails])
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/1"
+        content = self.api("GET", path, params={"full_content": True}).json()["content"]
+        lines = []
+        for line in content:
+            lines.append(str(line.get("event", "")) if isinstance(line, dict) else str(line))
+            for error in line.get("error_detail") or [] if isinstance(line, dict) else []:
+                lines.append(f"{error.get('exc_type')}: {error.get('exc_value')}")
+        return "\n".join(lines)
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self.api("GET", path, params={"deserialize": True}).json()["value"]
+
+
+@pytest.fixture(scope="session")
+def deployed(weights_file: Path) -> Iterator[Deployed]:
+    """Started once; every process and the PostgreSQL cluster are stopped at the end."""
+    # Not under pytest's tmp folder: it is private to root, and PostgreSQL runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="fruits-deployed-"))
+    base.chmod(0o755)
+    root = base / "local"
+    env = {
+        "FRUITS_LOCAL_ROOT": str(root),
+        "FRUITS_WEIGHTS": str(weights_file),
+        "FRUITS_IMAGE_SOURCE": str(base / "landing" / "{ds}"),
+    }
+    started = time.monotonic()
+    try:
+        with AirflowStack(base / "airflow_home", port=free_port(), extra_env=env) as stack:
+            print(f"deployed Airflow healthy in {time.monotonic() - started:.1f} s")
+            yield Deployed(stack, root)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

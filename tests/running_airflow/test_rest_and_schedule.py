@@ -1,0 +1,168 @@
+"""fruits_local on Airflow as deployed, driven only through the REST API v2 (what the UI calls).
+
+Real processes (api-server, scheduler, dag-processor, triggerer, LocalExecutor, PostgreSQL),
+real spark-submit runs on the repository's Fruits-360 sample. The tests run in file order on
+one stack, as a user would: look, unpause (the schedule runs), trigger, backfill.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from fruits_jobs import contract
+from fruits_pipeline.config import SAMPLE_IMAGES
+from fruits_pipeline.tasks import BATCH_TIME_FORMAT
+
+DAG = "fruits_local"
+CLASSES = sorted(p.name for p in (SAMPLE_IMAGES / "Training").iterdir())
+FORM = {"batch_id", "image_source", "k", "variance", "full_recompute", "dry_run"}
+
+
+def land(folder: Path, classes: list[str], first: int, count: int) -> int:
+    """Copy images ``first..first+count`` of each class into ``folder/<Class>/``."""
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for image in sorted((SAMPLE_IMAGES / "Training" / name).glob("*.jpg"))[
+            first : first + count
+        ]:
+            shutil.copy2(image, folder / name / image.name)
+    return len(classes) * count
+
+
+def featurize_report(deployed, batch: str) -> dict:
+    return json.loads(
+        (deployed.root / "outputs" / contract.featurize_report_key(batch)).read_text()
+    )
+
+
+def trigger(deployed, **body) -> dict:
+    response = deployed.api("POST", f"/api/v2/dags/{DAG}/dagRuns", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_both_dags_load_with_their_forms_and_no_import_error(deployed):
+    listing = deployed.stack.wait_for_dags({"fruits_local", "fruits_emr"})
+    assert {dag["dag_id"] for dag in listing["dags"]} == {"fruits_local", "fruits_emr"}
+    assert deployed.api("GET", "/api/v2/importErrors").json()["total_entries"] == 0
+    assert deployed.api("GET", "/api/v2/plugins/importErrors").json()["total_entries"] == 0
+    for dag_id in ("fruits_local", "fruits_emr"):
+        details = deployed.api("GET", f"/api/v2/dags/{dag_id}/details").json()
+        assert set(details["params"]) == FORM, dag_id
+        assert details["is_paused"] is True  # compose: DAGS_ARE_PAUSED_AT_CREATION
+
+
+def test_the_schedule_runs_the_due_batch_once_unpaused(deployed):
+    # Airflow 3's @daily is a cron trigger: the run due now is today 00:00's, named by it.
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    images = land(deployed.landing / day, CLASSES[:2], 0, 3)
+    response = deployed.api("PATCH", f"/api/v2/dags/{DAG}", json={"is_paused": False})
+    assert response.status_code == 200, response.text
+    run = None
+    for _ in range(90):
+        scheduled = [r for r in deployed.runs(DAG) if r["run_type"] == "scheduled"]
+        if scheduled:
+            run = deployed.wait(DAG, scheduled[0]["dag_run_id"])
+            break
+        time.sleep(2)
+    assert run is not None, "the scheduler created no run after the DAG was unpaused"
+    assert run["state"] == "success", deployed.explain(DAG, run["dag_run_id"])
+    assert run["logical_date"].startswith(day)
+    report = featurize_report(deployed, day)
+    assert (report[contract.R_INPUT], report[contract.R_FEATURIZED]) == (images, images)
+
+
+@pytest.mark.parametrize(
+    "conf", [{"k": "x"}, {"k": 0}, {"variance": 2}, {"batch_id": "a/b"}, {"batch_id": "a:b"}]
+)
+def test_a_bad_form_is_refused_with_400_and_creates_no_run(deployed, conf):
+    before = len(deployed.runs(DAG))
+    response = deployed.api(
+        "POST", f"/api/v2/dags/{DAG}/dagRuns", json={"logical_date": None, "conf": conf}
+    )
+    assert response.status_code == 400, response.text
+    assert len(deployed.runs(DAG)) == before
+
+
+def test_a_dry_run_checks_and_runs_no_spark(deployed):
+    run = deployed.wait(
+        DAG, trigger(deployed, logical_date=None, conf={"dry_run": True})["dag_run_id"]
+    )
+    states = deployed.task_states(DAG, run["dag_run_id"])
+    assert run["state"] == "success" and states["preflight"] == "success", states
+    assert {states[t] for t in ("sync_images", "featurize", "pca", "validate_outputs")} == {
+        "skipped"
+    }
+
+
+def test_a_rest_trigger_with_a_null_logical_date_and_a_conf_succeeds(deployed, tmp_path):
+    folder = tmp_path / "other-folder"
+    images = land(folder, CLASSES[2:4], 0, 4)
+    started = trigger(deployed, logical_date=None, conf={"image_source": str(folder), "k": 3})
+    assert started["logical_date"] is None
+    run = deployed.wait(DAG, started["dag_run_id"])
+    run_id = run["dag_run_id"]
+    assert run["state"] == "success", deployed.explain(DAG, run_id)
+    queued = datetime.fromisoformat(run["run_after"])
+    batch = queued.strftime(BATCH_TIME_FORMAT)  # README: "a run with no logical date"
+    assert deployed.xcom(DAG, run_id, "preflight", "batch_id") == batch
+    assert featurize_report(deployed, batch)[contract.R_FEATURIZED] == images
+    summary = deployed.xcom(DAG, run_id, "validate_outputs")
+    assert summary["batch"][contract.R_FEATURIZED] == images
+    assert summary["pca"]["k"] == 3 and summary["pca"]["rows"] == summary["feature_rows"]
+
+
+def test_a_failed_run_names_the_task_and_its_first_error(deployed, tmp_path):
+    missing = tmp_path / "no-such-folder"
+    run = deployed.wait(
+        DAG, trigger(deployed, logical_date=None, conf={"image_source": str(missing)})["dag_run_id"]
+    )
+    states = deployed.task_states(DAG, run["dag_run_id"])
+    assert run["state"] == "failed" and states["preflight"] == "failed", states
+    log = deployed.task_log(DAG, run["dag_run_id"], "preflight")
+    assert f"preflight failed: image source is not a folder: {missing}" in log
+
+
+def test_a_backfill_over_two_days_featurizes_each_days_new_images(deployed):
+    days = ["2026-10-01", "2026-10-02"]
+    first = land(deployed.landing / days[0], CLASSES[4:6], 0, 3)
+    second = land(deployed.landing / days[1], CLASSES[4:6], 3, 2)
+    response = deployed.api(
+        "POST",
+        "/api/v2/backfills",
+        json={
+            "dag_id": DAG,
+            "from_date": f"{days[0]}T00:00:00Z",
+            "to_date": f"{days[1]}T00:00:00Z",
+            "max_active_runs": 1,
+        },
+    )
+    assert response.status_code == 200, response.text
+    backfill = response.json()["id"]
+    runs = []
+    for _ in range(60):
+        runs = [r for r in deployed.runs(DAG) if r["run_type"] == "backfill"]
+        if len(runs) == 2:
+            break
+        time.sleep(2)
+    assert len(runs) == 2, runs
+    ended = sorted(
+        (deployed.wait(DAG, r["dag_run_id"]) for r in runs), key=lambda r: r["logical_date"]
+    )
+    assert [r["state"] for r in ended] == ["success", "success"], [
+        deployed.explain(DAG, r["dag_run_id"]) for r in ended
+    ]
+    assert [r["logical_date"][:10] for r in ended] == days
+    day1, day2 = (featurize_report(deployed, day) for day in days)
+    assert day1[contract.R_FEATURIZED] == first
+    assert day2[contract.R_FEATURIZED] == second  # only the second day's new images
+    assert day2[contract.R_SKIPPED] == day2[contract.R_DISCOVERED] - second
+    pca = deployed.xcom(DAG, ended[1]["dag_run_id"], "validate_outputs")
+    assert pca["pca"]["rows"] == pca["feature_rows"] >= first + second  # PCA over all batches
+    assert deployed.api("GET", f"/api/v2/backfills/{backfill}").json()["completed_at"]
