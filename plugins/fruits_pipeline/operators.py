@@ -52,15 +52,25 @@ class EmrStepWithLogsSensor(EmrStepSensor):
 class EmrTerminateCreatedJobFlowOperator(EmrTerminateJobFlowOperator):
     """:class:`EmrTerminateJobFlowOperator` that skips when no cluster was created.
 
-    Calls ``TerminateJobFlows`` like its parent when ``job_flow_id`` is set; when cluster
-    creation itself failed there is nothing to terminate, and the task is skipped instead of
-    failing on an empty id (the watcher still fails the run).
+    Calls ``DescribeCluster``, then ``TerminateJobFlows`` like its parent when ``job_flow_id``
+    is set. When cluster creation itself failed there is nothing to terminate, and the task is
+    skipped instead of failing on an empty id (the watcher still fails the run). When EMR
+    already ended the cluster with errors (a request EMR refused, a failed bootstrap), the task
+    fails with EMR's reason: the steps' tasks only see a cluster that "may not be modified" or
+    cancelled steps, and the parent's waiter a bare "JobFlow termination failed".
     """
 
     def execute(self, context: Context) -> None:
-        """Terminate ``job_flow_id``, or skip when it is empty."""
+        """Terminate ``job_flow_id``; skip when it is empty; name EMR's reason if it failed."""
         if not self.job_flow_id or self.job_flow_id == "None":
             raise AirflowSkipException("no cluster was created: nothing to terminate")
+        status = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)["Cluster"]["Status"]
+        if status["State"] == "TERMINATED_WITH_ERRORS":
+            reason = status.get("StateChangeReason", {})
+            raise AirflowException(
+                f"EMR ended cluster {self.job_flow_id} TERMINATED_WITH_ERRORS: "
+                f"{reason.get('Code') or 'no code'}: {reason.get('Message') or 'no message'}"
+            )
         super().execute(context)
 
 

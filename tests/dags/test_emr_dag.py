@@ -269,6 +269,32 @@ def test_add_step_returns_once_emr_accepted_the_step_deferrable_or_not(
         }
 
 
+def test_teardown_of_a_cluster_emr_ended_with_errors_fails_with_emrs_reason(load_dag, emr_world):
+    """A request EMR refuses ends the cluster before any step: the teardown's log says why.
+
+    moto launches whatever it is sent, so the cluster is ended by hand as EMR (and the local
+    stand-in's rules, local_emr.rules) would end a request without the managed-policy tag.
+    """
+    from airflow.sdk.exceptions import AirflowException
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.emr.models import emr_backends
+
+    cluster_id = emr_world["emr"].run_job_flow(
+        Name="refused",
+        ReleaseLabel="emr-7.12.0",
+        Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1},
+        JobFlowRole="fruits-emr-ec2-role",
+        ServiceRole="fruits-emr-service-role",
+    )["JobFlowId"]
+    reason = "Service role fruits-emr-service-role has insufficient EC2 permissions"
+    cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cluster_id]
+    cluster.state, cluster.last_state_change_reason = "TERMINATED_WITH_ERRORS", reason
+    teardown = load_dag("fruits_emr", bucket=BUCKET).get_task("terminate_cluster")
+    teardown.job_flow_id = cluster_id
+    with pytest.raises(AirflowException, match=f"TERMINATED_WITH_ERRORS: no code: {reason}$"):
+        teardown.execute({})
+
+
 def test_second_sync_uploads_nothing(airflow_db, load_dag, emr_world):
     from fruits_pipeline.stores import open_store
     from fruits_pipeline.sync import sync
