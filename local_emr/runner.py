@@ -1,0 +1,323 @@
+"""One EMR step run on this machine: ``command-runner.jar spark-submit ...`` for real.
+
+What happens, in order (:meth:`StepRun.run`):
+
+1. The step's ``spark-submit`` words are kept, except what only YARN can do
+   (:func:`local_command`): the master becomes ``local-cluster[workers,cores,memory]`` (a
+   Spark standalone master and workers inside the driver's JVM, each executor its own JVM
+   and Python workers), ``--deploy-mode cluster`` becomes ``client`` (Spark cannot run a
+   Python driver in cluster mode on a standalone master), and the node Python the bootstrap
+   installed into (the cluster's ``spark-env`` ``PYSPARK_PYTHON``) becomes this one.
+   The cluster's ``spark-defaults`` classification is passed as ``--conf``, as EMR writes it.
+2. The ``s3://`` prefixes the words name are staged locally and served as ``s3://`` to
+   Spark (:mod:`local_emr.staging`); boto3 in the step (the jobs' weights download) talks to
+   the stand-in through ``AWS_ENDPOINT_URL`` with its fixed test keys.
+3. spark-submit runs in its own session (process group) with a minimal environment; its
+   stdout and stderr go to files, then gzipped to ``<LogUri><cluster>/steps/<step>/``
+   (``stdout.gz``, ``stderr.gz``, and ``controller.gz`` with the command and exit code).
+4. What the step changed in the staged buckets is written back to S3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local_emr.staging import Stage, hadoop_confs, s3_uris
+
+log = logging.getLogger(__name__)
+
+VALUE_LESS = frozenset({"--verbose", "-v", "--supervise", "--help", "-h", "--version"})
+"""spark-submit options that take no value (every other ``--option`` takes one)."""
+SPARK_LOG_LINE = re.compile(r"^(\d\d/\d\d/\d\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[ T]\S+) ")
+"""A log4j or Python ``logging`` line; the job's own one-line error is neither."""
+JOB_ERROR = re.compile(r"^[\w.-]+: error: ")
+"""argparse's and the jobs' one-line error: ``featurize: error: ...``."""
+PYTHON_ERROR = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+"""The last line of a Python traceback."""
+KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "JAVA_HOME", "TZ")
+"""Host variables a step inherits; everything else (AWS, Airflow, FRUITS_*) stays out."""
+
+
+class StepRefusedError(Exception):
+    """The step is not something the stand-in runs (not ``command-runner.jar spark-submit``)."""
+
+
+@dataclass(frozen=True)
+class SparkEnv:
+    """How this machine runs Spark for the stand-in.
+
+    :param spark_home: a folder laid out as ``SPARK_HOME`` (its ``work/`` gets executor logs).
+    :param python: the interpreter of the driver and of every Python worker.
+    :param master: the Spark master of every step, never ``local[*]``.
+    """
+
+    spark_home: Path
+    python: str
+    master: str = "local-cluster[2,1,2048]"
+
+    @property
+    def submit(self) -> str:
+        """``spark-submit`` of :attr:`spark_home`."""
+        return str(self.spark_home / "bin" / "spark-submit")
+
+
+def split_submit(words: list[str]) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """spark-submit's ``words`` (after ``spark-submit``) as (option, value) pairs and the rest.
+
+    The rest starts at the primary resource (the ``.py`` file) and holds its arguments.
+    """
+    options: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(words) and words[i].startswith("-"):
+        word = words[i]
+        if word in VALUE_LESS:
+            options.append((word, None))
+            i += 1
+        elif "=" in word and word.startswith("--") and word.split("=", 1)[0] != "--conf":
+            name, value = word.split("=", 1)
+            options.append((name, value))
+            i += 1
+        else:
+            if i + 1 >= len(words):
+                raise StepRefusedError(f"spark-submit option {word} has no value")
+            options.append((word, words[i + 1]))
+            i += 2
+    return options, words[i:]
+
+
+def local_command(
+    args: list[str], spark: SparkEnv, emr_python: str | None, confs: Mapping[str, str]
+) -> list[str]:
+    """The command that runs the EMR step ``args`` on this machine (see the module doc).
+
+    >>> env = SparkEnv(Path("/s"), "/venv/bin/python", "local-cluster[2,1,1024]")
+    >>> local_command(
+    ...     ["spark-submit", "--deploy-mode", "cluster", "--conf",
+    ...      "spark.executorEnv.PYSPARK_PYTHON=/usr/bin/python3.11", "s3://b/job.py", "--x"],
+    ...     env, "/usr/bin/python3.11", {"a": "1"})  # doctest: +NORMALIZE_WHITESPACE
+    ['/s/bin/spark-submit', '--master', 'local-cluster[2,1,1024]', '--deploy-mode', 'client',
+     '--conf', 'a=1', '--conf', 'spark.executorEnv.PYSPARK_PYTHON=/venv/bin/python',
+     's3://b/job.py', '--x']
+    """
+    if not args or args[0] != "spark-submit":
+        raise StepRefusedError(
+            "the local EMR stand-in runs command-runner.jar steps of spark-submit only, "
+            f"got {args[:1]}"
+        )
+    options, rest = split_submit(args[1:])
+    if not rest:
+        raise StepRefusedError("spark-submit names no application file")
+    command = [spark.submit, "--master", spark.master, "--deploy-mode", "client"]
+    for key, value in confs.items():
+        command += ["--conf", f"{key}={value}"]
+    for name, value in options:
+        if name in ("--master", "--deploy-mode"):
+            continue
+        if value is None:
+            command.append(name)
+            continue
+        command += [name, value.replace(emr_python, spark.python) if emr_python else value]
+    return [*command, *rest]
+
+
+def spark_home(folder: Path) -> Path:
+    """A ``SPARK_HOME`` of links to pyspark's own, so Spark's ``work/`` lands in ``folder``."""
+    import pyspark
+
+    source = Path(pyspark.__file__).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        link = folder / entry.name
+        if entry.name != "work" and not link.exists():
+            link.symlink_to(entry)
+    return folder
+
+
+def last_error(stdout: str, stderr: str) -> str:
+    r"""The step's one-line error, for ``FailureDetails.Message``.
+
+    spark-submit merges the Python driver's stderr into its stdout (``PythonRunner``), so
+    the job's ``<job>: error: ...`` line, or a traceback's last line, is looked for there
+    first; else stderr's last line that is not a log line or a stack frame (JVM errors).
+
+    >>> last_error("x\npca: error: no feature rows\n", "26/11/25 10:00:00 ERROR boom")
+    'pca: error: no feature rows'
+    """
+    lines = [line.strip() for line in stdout.splitlines()]
+    for pattern in (JOB_ERROR, PYTHON_ERROR):
+        found = [line for line in lines if pattern.match(line)]
+        if found:
+            return found[-1][:500]
+    for line in reversed(stderr.splitlines()):
+        text = line.strip()
+        if text and not SPARK_LOG_LINE.match(text) and not text.startswith("at "):
+            return text[:500]
+    return ""
+
+
+def gzip_to(s3: Any, source: Path, bucket: str, key: str) -> str:
+    """``PutObject`` ``source`` gzipped to ``s3://bucket/key``; the URI."""
+    s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(source.read_bytes()))
+    return f"s3://{bucket}/{key}"
+
+
+@dataclass
+class StepOutcome:
+    """How a step ended: exit code (None: killed), its one-line error, where its logs went."""
+
+    exit_code: int | None
+    error: str = ""
+    log_folder: str | None = None
+    written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class StepRun:
+    """One step's run: :meth:`run` blocks until spark-submit ends; :meth:`kill` ends it early.
+
+    :param step_id: the EMR step id (``s-...``).
+    :param args: the step's ``HadoopJarStep.Args``.
+    :param folder: the step's local folder (its stdout, stderr, controller files).
+    :param stage: the cluster's staged buckets.
+    :param spark: how Spark runs here.
+    :param endpoint: the stand-in's endpoint URL, for boto3 inside the step.
+    :param region: the cluster's region.
+    :param emr_python: the node Python the cluster's configuration names (replaced).
+    :param spark_defaults: the cluster's ``spark-defaults`` properties.
+    :param log_uri: the cluster's ``LogUri`` (``s3://bucket/prefix/``) or None.
+    :param cluster_id: the cluster's id, for the log folder.
+    """
+
+    step_id: str
+    args: list[str]
+    folder: Path
+    stage: Stage
+    spark: SparkEnv
+    endpoint: str
+    region: str
+    emr_python: str | None = None
+    spark_defaults: Mapping[str, str] = field(default_factory=dict)
+    log_uri: str | None = None
+    cluster_id: str = ""
+    _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _killed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+
+    def environment(self) -> dict[str, str]:
+        """The step's environment: a few host variables, Spark's, and the stand-in's AWS."""
+        env = {name: os.environ[name] for name in KEPT_ENV if name in os.environ}
+        python_bin = str(Path(self.spark.python).parent)
+        env.update(
+            PATH=f"{python_bin}:{env.get('PATH', '/usr/bin:/bin')}",
+            SPARK_HOME=str(self.spark.spark_home),
+            PYSPARK_PYTHON=self.spark.python,
+            PYSPARK_DRIVER_PYTHON=self.spark.python,
+            SPARK_LOCAL_IP="127.0.0.1",
+            TF_CPP_MIN_LOG_LEVEL="2",
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION=self.region,
+            AWS_ENDPOINT_URL=self.endpoint,
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+        return env
+
+    def command(self) -> list[str]:
+        """The local command line of this step, with the staged buckets mounted."""
+        buckets = {bucket for bucket, _ in s3_uris(self.args)}
+        confs = dict(self.spark_defaults)
+        confs.update(hadoop_confs({b: self.stage.folder(b) for b in buckets}))
+        confs["spark.ui.showConsoleProgress"] = "false"
+        return local_command(self.args, self.spark, self.emr_python, confs)
+
+    def run(self) -> StepOutcome:
+        """Stage, run spark-submit, write back, ship the logs; never raises for a job failure."""
+        started = time.monotonic()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stdout, stderr = self.folder / "stdout", self.folder / "stderr"
+        controller = self.folder / "controller"
+        outcome = StepOutcome(exit_code=None)
+        try:
+            command = self.command()
+            self.stage.pull(s3_uris(self.args))
+            before = self.stage.snapshot()
+            controller.write_text(f"command: {' '.join(self.args)}\nlocal: {' '.join(command)}\n")
+            outcome.exit_code = self._execute(command, stdout, stderr)
+            # As with EMRFS, what a failed or killed step wrote before it ended is in S3.
+            outcome.written, outcome.deleted = self.stage.push(before)
+            if outcome.exit_code != 0:
+                logs = (path.read_text(errors="replace") for path in (stdout, stderr))
+                outcome.error = last_error(*logs) or (f"spark-submit exited {outcome.exit_code}")
+        except StepRefusedError as err:
+            outcome.error = str(err)
+            stderr.write_text(f"{err}\n")
+            stdout.touch()
+        outcome.seconds = round(time.monotonic() - started, 1)
+        with controller.open("a") as out:
+            out.write(f"exit code: {outcome.exit_code}\nseconds: {outcome.seconds}\n")
+        outcome.log_folder = self.ship_logs(stdout, stderr, controller)
+        return outcome
+
+    def _execute(self, command: list[str], stdout: Path, stderr: Path) -> int | None:
+        log.info("step %s: %s", self.step_id, " ".join(command))
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            self._process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                cwd=self.folder,
+                env=self.environment(),
+                start_new_session=True,
+            )
+            code = self._process.wait()
+        self._kill_group(signal.SIGKILL)  # executors or Python workers left behind
+        return None if self._killed.is_set() else code
+
+    def _kill_group(self, sig: int) -> None:
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, sig)
+
+    def kill(self, grace_s: float = 10.0) -> None:
+        """End spark-submit and every process it started (TERM, then KILL after ``grace_s``)."""
+        self._killed.set()
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._kill_group(signal.SIGTERM)
+        try:
+            self._process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self._kill_group(signal.SIGKILL)
+
+    def ship_logs(self, stdout: Path, stderr: Path, controller: Path) -> str | None:
+        """Gzip the step's files to ``<LogUri><cluster>/steps/<step>/``; that folder's URI."""
+        if not self.log_uri:
+            return None
+        bucket, _, prefix = self.log_uri.removeprefix("s3://").partition("/")
+        folder = f"{prefix}{self.cluster_id}/steps/{self.step_id}/"
+        for path in (stdout, stderr, controller):
+            gzip_to(self.stage.s3, path, bucket, f"{folder}{path.name}.gz")
+        return f"s3://{bucket}/{folder}"
+
+
+def remove(folder: Path) -> None:
+    """Delete a staging or step folder (the images in it never leave the machine anyway)."""
+    shutil.rmtree(folder, ignore_errors=True)

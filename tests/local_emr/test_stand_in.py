@@ -1,0 +1,181 @@
+"""The stand-in itself: what it refuses, how it rewrites a step, idle timeout, termination."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from fruits_pipeline import packaging, steps
+from fruits_pipeline.cluster import job_flow_overrides
+from fruits_pipeline.config import EMR_PYTHON, Settings
+from local_emr.runner import SparkEnv, StepRefusedError, last_error, local_command
+from local_emr.server import LocalEmr, UnsafeEnvironmentError
+from local_emr.staging import hadoop_confs, s3_uris
+from tests.local_emr.conftest import BUCKET, REGION, spark_processes, wait_for
+
+SPARK = SparkEnv(Path("/opt/spark"), "/venv/bin/python", "local-cluster[2,1,2048]")
+
+
+@pytest.mark.parametrize(
+    ("environ", "host", "named"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE"}, "127.0.0.1", "AWS_ACCESS_KEY_ID"),
+        ({"AWS_SESSION_TOKEN": "FwoGZXIvYXdzE"}, "127.0.0.1", "AWS_SESSION_TOKEN"),
+        ({"AWS_PROFILE": "prod"}, "127.0.0.1", "AWS_PROFILE"),
+        ({"AWS_ACCESS_KEY_ID": "testing"}, "0.0.0.0", "0.0.0.0"),
+        ({}, "192.0.2.2", "192.0.2.2"),
+    ],
+)
+def test_refuses_real_credentials_and_non_loopback_addresses(environ, host, named):
+    with pytest.raises(UnsafeEnvironmentError, match=named):
+        LocalEmr(host=host, environ=environ)
+
+
+def test_the_fixed_test_keys_on_loopback_are_accepted():
+    LocalEmr(host="::1", environ={"AWS_ACCESS_KEY_ID": "testing"})
+    LocalEmr(host="localhost", environ={})
+
+
+def emr_step(job: str, code: str, args: list[str]) -> list[str]:
+    return steps.emr_step(job, steps.emr_target(code, EMR_PYTHON), args)["HadoopJarStep"]["Args"]
+
+
+def test_the_pipelines_step_runs_in_client_mode_with_its_s3_uris_and_this_python():
+    code = f"s3://{BUCKET}/code/abc"
+    args = emr_step(
+        steps.FEATURIZE,
+        code,
+        steps.featurize_args(f"s3://{BUCKET}/raw/images", f"s3://{BUCKET}/outputs", "x", "b1"),
+    )
+    command = local_command(args, SPARK, EMR_PYTHON, {"spark.a": "1"})
+    assert command[:5] == [
+        "/opt/spark/bin/spark-submit",
+        "--master",
+        "local-cluster[2,1,2048]",
+        "--deploy-mode",
+        "client",
+    ]
+    assert "cluster" not in command and EMR_PYTHON not in " ".join(command)
+    assert "spark.executorEnv.PYSPARK_PYTHON=/venv/bin/python" in command
+    assert command[command.index("--py-files") + 1] == f"{code}/{steps.PACKAGE_ZIP}"
+    tail = command[command.index(f"{code}/featurize.py") :]
+    assert tail[1:] == args[args.index(f"{code}/featurize.py") + 1 :]  # job args unchanged
+    assert s3_uris(args) == [
+        (BUCKET, f"code/abc/{steps.PACKAGE_ZIP}"),
+        (BUCKET, "code/abc/featurize.py"),
+        (BUCKET, "raw/images"),
+        (BUCKET, "outputs"),
+    ]
+
+
+def test_only_spark_submit_steps_run():
+    with pytest.raises(StepRefusedError, match="spark-submit only"):
+        local_command(["bash", "-c", "rm -rf /"], SPARK, None, {})
+    with pytest.raises(StepRefusedError, match="no application file"):
+        local_command(["spark-submit", "--deploy-mode", "cluster"], SPARK, None, {})
+
+
+def test_buckets_are_mounted_as_s3_on_their_staging_folders(tmp_path):
+    confs = hadoop_confs({"lake": tmp_path / "lake"})
+    assert confs["spark.hadoop.fs.viewfs.mounttable.lake.linkFallback"] == (
+        (tmp_path / "lake").as_uri()
+    )
+    assert confs["spark.hadoop.fs.s3.impl"].endswith("ViewFileSystemOverloadScheme")
+
+
+def test_the_jobs_one_line_error_is_found_in_spark_submits_output():
+    stdout = "2026-11-25 10:00:00,1 INFO fruits started\nfeaturize: error: no images under x\n"
+    stderr = "26/11/25 10:00:01 ERROR Worker: Failed\n\tat org.apache.Foo\n"
+    assert last_error(stdout, stderr) == "featurize: error: no images under x"
+    assert last_error("Traceback...\nValueError: bad shape\n", stderr) == "ValueError: bad shape"
+    assert last_error("", "Exception in thread main x\n\tat y\n") == "Exception in thread main x"
+
+
+@pytest.fixture(scope="module")
+def code(stand_in, lake) -> str:
+    """The code bundle (jobs, zip, bootstrap script) in the bucket, as upload_code puts it."""
+    settings = Settings(bucket=BUCKET, region=REGION)
+    bundle = packaging.code_bundle()
+    uri = settings.code_uri(packaging.bundle_version(bundle))
+    for key, data in bundle.items():
+        lake.put_object(
+            Bucket=BUCKET, Key=f"{uri.removeprefix(f's3://{BUCKET}/')}/{key}", Body=data
+        )
+    return uri
+
+
+def start_cluster(stand_in, code: str, batch: str) -> str:
+    """``RunJobFlow`` with the DAG's own request; the cluster id once it is WAITING."""
+    emr = stand_in.client("emr")
+    request = job_flow_overrides(Settings(bucket=BUCKET, region=REGION), batch, code)
+    cluster_id = emr.run_job_flow(**request)["JobFlowId"]
+    state = wait_for(
+        lambda: (
+            (s := emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"])["State"]
+            not in ("STARTING", "BOOTSTRAPPING")
+            and s
+        ),
+        timeout=30,
+    )
+    assert state["State"] == "WAITING", state
+    return cluster_id
+
+
+def test_the_bucket_keeps_its_tls_only_policy_and_serves_objects(lake):
+    policy = json.loads(lake.get_bucket_policy(Bucket=BUCKET)["Policy"])
+    (statement,) = policy["Statement"]
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    lake.put_object(Bucket=BUCKET, Key="probe.txt", Body=b"ok")
+    assert lake.get_object(Bucket=BUCKET, Key="probe.txt")["Body"].read() == b"ok"
+
+
+def test_a_cluster_left_alone_ends_by_its_idle_timeout_and_takes_no_more_steps(
+    stand_in, code, monkeypatch
+):
+    emr = stand_in.client("emr")
+    monkeypatch.setattr(stand_in.control, "idle_scale", 3 / 3600)  # the DAG's 3600 s -> 3 s
+    cluster_id = start_cluster(stand_in, code, "idle")
+    status = wait_for(
+        lambda: (
+            (s := emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"])["State"]
+            != "WAITING"
+            and s
+        ),
+        timeout=30,
+    )
+    assert status["State"] == "TERMINATED"
+    assert "IdleTimeout 3600 s" in status["StateChangeReason"]["Message"]
+    timeline = status["Timeline"]
+    assert (timeline["EndDateTime"] - timeline["ReadyDateTime"]).total_seconds() >= 3
+    with pytest.raises(ClientError, match="may not be modified"):
+        emr.add_job_flow_steps(
+            JobFlowId=cluster_id,
+            Steps=[steps.emr_step(steps.PCA, steps.emr_target(code, EMR_PYTHON), ["--k", "1"])],
+        )
+
+
+def test_terminating_a_running_step_cancels_it_and_stops_every_spark_process(stand_in, code, lake):
+    emr = stand_in.client("emr")
+    cluster_id = start_cluster(stand_in, code, "killed")
+    args = steps.pca_args(f"s3://{BUCKET}/outputs", k=2)
+    (step_id,) = emr.add_job_flow_steps(
+        JobFlowId=cluster_id,
+        Steps=[steps.emr_step(steps.PCA, steps.emr_target(code, EMR_PYTHON), args)],
+    )["StepIds"]
+    wait_for(lambda: spark_processes(stand_in.workdir), timeout=60)
+    emr.terminate_job_flows(JobFlowIds=[cluster_id])
+    cluster = wait_for(
+        lambda: (
+            (c := emr.describe_cluster(ClusterId=cluster_id)["Cluster"])["Status"]["State"]
+            == "TERMINATED"
+            and c
+        ),
+        timeout=60,
+    )
+    assert cluster["Status"]["StateChangeReason"]["Code"] == "USER_REQUEST"
+    step = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
+    assert step["Status"]["State"] == "CANCELLED"
+    assert spark_processes(stand_in.workdir) == []
