@@ -2,7 +2,7 @@
 # both set up the virtualenv first (idempotent: reinstalls only when the lock changes).
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := $(CURDIR)/.venv
+VENV ?= $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED ?= $(abspath $(CURDIR)/../shared)

@@ -1,4 +1,9 @@
-"""Shared fixtures: one local SparkSession, the weights file, and real images from ../shared."""
+"""Shared fixtures: one local SparkSession, the weights file, and real photos.
+
+The photos come from ``../shared`` (``FRUITS_SHARED``) when it is there, else from the 96
+Fruits-360 images the repository ships, so ``make test`` passes on a bare clone. Tests pick
+labels with :func:`labels`, never by name, so either tree serves them.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,32 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fruits_pipeline.config import SAMPLE_IMAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FRUITS_SHARED", ROOT.parent / "shared"))
-GROCERY = SHARED / "data" / "grocery-fruits-sample"
-FRUITS360 = SHARED / "data" / "fruits360-sample"
+SHARED_GROCERY = SHARED / "data" / "grocery-fruits-sample"
+SHARED_FRUITS360 = SHARED / "data" / "fruits360-sample"
+HAS_SHARED_PHOTOS = SHARED_GROCERY.is_dir() and SHARED_FRUITS360.is_dir()
+
+
+def _grocery_like(sample: Path) -> Path:
+    """The sample's class folders as ``<Label>/<file>.jpg`` beside its attribution files.
+
+    A throwaway copy (96 small images), removed at exit: the grocery photos' layout.
+    """
+    root = Path(tempfile.mkdtemp(prefix="fruits-grocery-like-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    shutil.copytree(sample / "Training", root, dirs_exist_ok=True)
+    for name in ("ATTRIBUTION.md", "LICENSE"):
+        shutil.copy2(sample / name, root)
+    return root
+
+
+GROCERY = SHARED_GROCERY if HAS_SHARED_PHOTOS else _grocery_like(SAMPLE_IMAGES)
+"""``<Label>/<file>.jpg`` and ``ATTRIBUTION.md``: the grocery photos, else the sample's."""
+FRUITS360 = SHARED_FRUITS360 if HAS_SHARED_PHOTOS else SAMPLE_IMAGES
+"""``Training/<Class>/<file>.jpg`` beside ``ATTRIBUTION.md`` and ``LICENSE``."""
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Airflow reads its configuration on first import: point it at a throwaway home and our folders.
@@ -38,23 +65,40 @@ def pretrained_weights() -> Path | None:
     return found[0] if found else None
 
 
+needs_real_weights = pytest.mark.skipif(
+    pretrained_weights() is None or not HAS_SHARED_PHOTOS,
+    reason=f"needs the real ImageNet weights ({SHARED / 'models'}/*.h5, or FRUITS_WEIGHTS) "
+    f"and the photos in {SHARED / 'data'}: a quality floor means nothing on seeded weights",
+)
+"""For tests that measure what the real model achieves on the shared photos."""
+
+
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real ImageNet weights when shared/ has them, else a seeded MobileNetV2 saved to .h5.
 
-    Either way the job's loading and broadcast path runs on a real weights file.
+    Either way the job's loading and broadcast path runs on a real weights file. The seeded
+    net's batch-norm statistics are those of a dozen photos (one pass in training mode with
+    momentum 0): with Keras' initial ones its features fade to about 1e-11 through the blocks,
+    and tests comparing features would compare zeros.
     """
     found = pretrained_weights()
     if found is not None:
         return found
     import keras
 
+    from fruits_jobs.imaging import decode
     from fruits_jobs.model import build_model
 
     print("no pretrained weights in ../shared/models: using a seeded MobileNetV2")
     keras.utils.set_random_seed(1234)
+    net = build_model(1.0, 224)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    net(np.stack([decode(p.read_bytes(), 224) for p in sample_images(GROCERY, 2)]), training=True)
     path = tmp_path_factory.mktemp("weights") / "seeded_mobilenet_v2.weights.h5"
-    build_model(1.0, 224).save_weights(path)
+    net.save_weights(path)
     return path
 
 
@@ -75,6 +119,14 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def labels(root: Path, count: int) -> list[str]:
+    """The names of the first ``count`` label folders under ``root`` (sorted, stable)."""
+    names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(names) < count:
+        raise ValueError(f"{root} has {len(names)} label folders, the test needs {count}")
+    return names[:count]
 
 
 def sample_images(root: Path, per_label: int, labels: list[str] | None = None) -> list[Path]:
@@ -103,15 +155,17 @@ def _jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
 def tricky_tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A folder of real photos plus every kind of awkward input, and what each should give.
 
-    Returns ``{"root": Path, "good": {name: label}, "bad": {name: reason prefix}}``.
+    Returns ``{"root": Path, "good": {name: label}, "bad": {name: reason prefix},
+    "photos": {names of the unaltered photo copies}}``.
     """
     root = tmp_path_factory.mktemp("tricky")
-    photo = sorted((GROCERY / "Banana").glob("*.jpg"))[0]
-    real = Image.open(photo).convert("RGB")
+    real = Image.open(sample_images(GROCERY, 1)[0]).convert("RGB")
     odd = root / "Pomme Golden é"  # spaces and an accent in the label
     odd.mkdir()
-    copy_images(sample_images(GROCERY, 2, ["Apple Golden Delicious"]), root, "Pomme Golden é")
-    copy_images(sample_images(FRUITS360 / "Training", 2, ["Cherry 1"]), root / "Training")
+    photos = sample_images(GROCERY, 2, labels(GROCERY, 1))
+    copy_images(photos, root, "Pomme Golden é")
+    cherries = sample_images(FRUITS360 / "Training", 2, ["Cherry 1"])
+    copy_images(cherries, root / "Training")
     rng = np.random.default_rng(0)
     good = {
         "gray.jpg": real.convert("L"),
@@ -138,10 +192,15 @@ def tricky_tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     for name, (content, _) in bad.items():
         (odd / name).write_bytes(content)
     (odd / "README.md").write_text("not an image extension: not an input")
-    labels = {name: "Pomme Golden é" for name in good}
+    expected = {name: "Pomme Golden é" for name in good}
     for img in (root / "Pomme Golden é").glob("*.jpg"):
         if img.name not in bad and img.name not in good:
-            labels[img.name] = "Pomme Golden é"
+            expected[img.name] = "Pomme Golden é"
     for img in (root / "Training" / "Cherry 1").glob("*.jpg"):
-        labels[img.name] = "Cherry 1"
-    return {"root": root, "good": labels, "bad": {k: v[1] for k, v in bad.items()}}
+        expected[img.name] = "Cherry 1"
+    return {
+        "root": root,
+        "good": expected,
+        "bad": {k: v[1] for k, v in bad.items()},
+        "photos": {p.name for p in photos + cherries},
+    }

@@ -45,7 +45,7 @@ def test_each_python_worker_builds_the_model_once_across_partitions(spark, weigh
     arrays = model.read_weights(weights_file, 1.0, 96)
     spec = model.ModelSpec(1.0, 96, "worker-reuse-test")
     broadcast = spark.sparkContext.broadcast(arrays)
-    contents = [p.read_bytes() for p in sample_images(GROCERY, 1)[:24]]
+    contents = [p.read_bytes() for p in sample_images(GROCERY, 4)[:24]]
     images = spark.createDataFrame([(c,) for c in contents], "content binary").repartition(12)
 
     def probe(frames):
@@ -198,7 +198,7 @@ def test_prepared_workers_are_the_ones_the_featurize_udf_gets(spark, weights_fil
     assert states() == {"none"}
     prepare_workers(spark, spec).join()
     assert states() == {"bare"}
-    contents = [p.read_bytes() for p in sample_images(GROCERY, 1)[:8]]
+    contents = [p.read_bytes() for p in sample_images(GROCERY, 2)[:8]]
     images = spark.createDataFrame([(c,) for c in contents], "content binary").repartition(2)
     arrays = spark.sparkContext.broadcast(model.read_weights(weights_file, 1.0, 64))
     rows = images.select(featurize_udf(spec, arrays)("content").alias("r")).collect()

@@ -11,7 +11,7 @@ import pytest
 
 from fruits_jobs import contract
 from fruits_jobs.pca import main as pca_main
-from tests.conftest import FRUITS360, GROCERY, pretrained_weights
+from tests.conftest import FRUITS360, GROCERY, needs_real_weights
 
 
 def write_features(spark, output: Path, matrix, labels, batch: str, start: int = 0):
@@ -157,9 +157,7 @@ def nearest_centroid_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(classes[distances.argmin(axis=1)] == labels[test]))
 
 
-@pytest.mark.skipif(
-    pretrained_weights() is None, reason="no pretrained weights in ../shared/models"
-)
+@needs_real_weights
 @pytest.mark.parametrize(
     ("images", "classes", "floor"), [(GROCERY, 28, 0.80), (FRUITS360 / "Training", 24, 0.93)]
 )
