@@ -45,9 +45,10 @@ SERVICE_POLICY_V2 = "arn:aws:iam::aws:policy/service-role/AmazonEMRServicePolicy
 SERVICE_POLICY_V1 = "arn:aws:iam::aws:policy/service-role/AmazonElasticMapReduceRole"
 """The deprecated service policy: no tag conditions, but EC2 rights on every resource."""
 DEFAULT_GROUPS = ("ElasticMapReduce-master", "ElasticMapReduce-slave")
-"""The security groups EMR uses in a public subnet when the request names none; EMR creates
-them, tagged, in a VPC carrying the tag (policy statement ``CreateDefaultSecurityGroupInVPC
-WithEMRTags``); older ones, created before the v2 policy, are untagged."""
+"""The security groups EMR uses in a public subnet when the request names none. EMR creates
+them, tagged, only in a VPC carrying the tag (policy statements
+``CreateDefaultSecurityGroupInVPCWithEMRTags`` and ``CreateDefaultSecurityGroupWithEMRTags``);
+older ones, created before the v2 policy, are untagged."""
 
 RELEASES = frozenset(f"emr-7.{minor}.0" for minor in range(13))
 """EMR 7.x release labels, ``emr-7.0.0`` to ``emr-7.12.0`` (EMR Release Guide, "Amazon EMR 7.x
