@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from local_emr.server import LocalEmr, connection_uri
-from tests.conftest import GROCERY, ROOT, copy_images, sample_images
+from tests.conftest import GROCERY, ROOT, copy_images, labels, sample_images
 from tests.dags.conftest import airflow_db  # noqa: F401 - the session's metadata DB
 
 BUCKET = "fruits-stand-in-lake"
 REGION = "eu-west-1"
-LABELS = ["Banana", "Kiwi"]
+LABELS = labels(GROCERY, 2)
 
 
 def spark_processes(folder: Path) -> list[int]:
