@@ -3,36 +3,55 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from fruits_jobs import contract
+from fruits_pipeline.lake_state import survey
 from fruits_pipeline.stores import LocalStore
 from fruits_pipeline.validation import validate
 
 
 def summarize(output: Path, batch: str) -> str:
-    """A few lines: the batch's counts, the PCA's size, the artefacts' paths, and validity."""
-    featurize = json.loads((output / contract.featurize_report_key(batch)).read_text())
-    pca = json.loads((output / contract.PCA_REPORT_KEY).read_text())
-    findings = validate(LocalStore(output), batch)
-    csv_files = sorted((output / contract.PCA_CSV).glob("*.csv"))
+    """A few lines: the batch's counts, the current PCA, the artefacts' paths, and validity.
+
+    Only committed batches and the current PCA fit are described; left-overs of runs that
+    died are named (``make lake-state CLEAN=1`` removes them).
+    """
+    store = LocalStore(output)
+    state = survey(store)
+    findings = validate(store, batch)
+    featurize = state.committed.get(batch)
     lines = [
-        f"batch {batch}: {featurize[contract.R_INPUT]} images in, "
+        f"batch {batch}: not committed (its run did not finish)"
+        if featurize is None
+        else f"batch {batch}: {featurize[contract.R_INPUT]} images in, "
         f"{featurize[contract.R_FEATURIZED]} featurized, "
         f"{featurize[contract.R_QUARANTINED]} quarantined, "
-        f"{featurize[contract.R_SKIPPED]} already featurized earlier "
-        f"({featurize[contract.R_THROUGHPUT]} images/s)",
-        f"PCA: k={pca[contract.R_K]} components explain "
-        f"{pca[contract.R_CUMULATIVE][-1]:.1%} of the variance over {pca[contract.R_ROWS]} images",
+        f"{featurize.get(contract.R_SKIPPED)} already featurized earlier "
+        f"({featurize.get(contract.R_THROUGHPUT)} images/s)",
         f"features   {output / contract.FEATURES}",
         f"quarantine {output / contract.QUARANTINE}",
-        f"PCA matrix {csv_files[0] if csv_files else output / contract.PCA_CSV}",
-        f"PCA model  {output / contract.PCA_MODEL}",
         f"reports    {output / contract.REPORTS}",
-        *(f"plot       {output / contract.plot_key(name)}" for name in contract.PCA_PLOTS),
-        "outputs valid" if findings.ok else f"outputs INVALID: {findings.missing + findings.wrong}",
     ]
+    if state.pca is not None and state.fit is not None:
+        pca, fit = state.pca, state.fit
+        csv_files = sorted((output / contract.fit_key(contract.PCA_CSV, fit)).glob("*.csv"))
+        lines += [
+            f"PCA: k={pca[contract.R_K]} components explain "
+            f"{pca[contract.R_CUMULATIVE][-1]:.1%} of the variance over {pca[contract.R_ROWS]} "
+            f"images of {len(pca[contract.R_BATCHES])} batches (fit {fit})",
+            f"PCA matrix {csv_files[0] if csv_files else output / contract.PCA_CSV}",
+            f"PCA model  {output / contract.fit_key(contract.PCA_MODEL, fit)}",
+            *(f"plot       {output / contract.plot_key(fit, name)}" for name in contract.PCA_PLOTS),
+        ]
+    if state.left_overs:
+        lines.append(
+            f"left-overs of runs that died, ignored: {', '.join(x.name for x in state.left_overs)}"
+            " (make lake-state CLEAN=1 removes them)"
+        )
+    lines.append(
+        "outputs valid" if findings.ok else f"outputs INVALID: {findings.missing + findings.wrong}"
+    )
     return "\n".join(lines)
 
 

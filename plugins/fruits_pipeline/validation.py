@@ -1,21 +1,21 @@
 """Check the Spark jobs' outputs against their contract, in any :class:`Store`.
 
 The rules and the words are :mod:`fruits_jobs.contract`'s; this module only fetches the
-files. Two kinds of problem: *missing* (may still be arriving: a sensor waits) and *wrong*
-(the outputs exist and contradict each other: fail at once).
+files. Only committed batches and the current PCA fit count (:mod:`fruits_pipeline.lake_state`):
+left-overs of runs that died are named in the summary, never counted. Two kinds of problem:
+*missing* (may still be arriving: a sensor waits) and *wrong* (the outputs exist and
+contradict each other: fail at once).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from fruits_jobs import contract
+from fruits_pipeline.lake_state import LakeState, survey
 from fruits_pipeline.stores import Store
 
 CSV_SAMPLE_BYTES = 256 * 1024
@@ -36,62 +36,75 @@ class Findings:
         return not self.missing and not self.wrong
 
 
-def _json(store: Store, key: str, findings: Findings) -> dict[str, Any] | None:
-    try:
-        return json.loads(store.read(key))
-    except FileNotFoundError:
-        findings.missing.append(f"{store.uri}/{key}")
-    except json.JSONDecodeError as err:
-        findings.wrong.append(f"{store.uri}/{key} is not JSON: {err}")
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-            raise
-        findings.missing.append(f"{store.uri}/{key}")
-    return None
-
-
 def validate(store: Store, batch: str) -> Findings:
     """Check the outputs under ``store`` (the output root) after batch ``batch``.
 
-    * the batch's featurize report exists and ``input = featurized + quarantined``;
-    * the PCA report's rows equal the featurized rows of every batch's report;
-    * exactly one PCA CSV, with the header ``path,label,pc_1..pc_k`` and no NaN in a sample;
-    * both plots exist.
+    * batch ``batch`` is committed and its ``input = featurized + quarantined``;
+    * a current PCA fit covers every committed batch (else *missing*: a PCA is due), and
+      its rows equal the featurized rows of the batches it covers;
+    * the fit's folders exist, with exactly one CSV whose header is ``path,label,pc_1..pc_k``
+      and whose sample has no NaN, and both plots.
     """
     findings = Findings()
-    report = _json(store, contract.featurize_report_key(batch), findings)
-    if report is not None:
+    state = survey(store)
+    report = state.committed.get(batch)
+    if report is None:
+        findings.missing.append(f"{store.uri}/{contract.featurize_report_key(batch)}")
+    else:
         findings.wrong += [f"batch {batch}: {p}" for p in contract.check_counts(report)]
         findings.summary["batch"] = {
             k: report.get(k)
             for k in (contract.R_INPUT, contract.R_FEATURIZED, contract.R_QUARANTINED)
         }
-    feature_rows = 0
-    for entry in store.entries(contract.FEATURIZE_REPORT_PREFIX):
-        batch_report = _json(store, entry.key, findings) or {}
-        feature_rows += int(batch_report.get(contract.R_FEATURIZED, 0))
-    pca = _json(store, contract.PCA_REPORT_KEY, findings)
-    if pca is not None:
-        findings.wrong += contract.check_pca_report(pca, feature_rows)
-        findings.summary["pca"] = {"k": pca.get(contract.R_K), "rows": pca.get(contract.R_ROWS)}
-        _check_csv(store, int(pca.get(contract.R_K) or 0), findings)
-    findings.summary["feature_rows"] = feature_rows
-    present = {entry.key for entry in store.entries(contract.REPORTS)}
-    findings.missing += [
-        f"{store.uri}/{contract.plot_key(name)}"
-        for name in contract.PCA_PLOTS
-        if contract.plot_key(name) not in present
-    ]
+    findings.summary["feature_rows"] = sum(
+        r[contract.R_FEATURIZED] for r in state.committed.values()
+    )
+    findings.summary["left_overs"] = [left.name for left in state.left_overs]
+    if state.pca is None:
+        findings.missing.append(f"{store.uri}/{contract.PCA_REPORT_KEY}")
+    else:
+        _check_fit(store, state, findings)
     return findings
 
 
-def _check_csv(store: Store, k: int, findings: Findings) -> None:
-    parts = [e.key for e in store.entries(contract.PCA_CSV) if e.key.endswith(".csv")]
+def _check_fit(store: Store, state: LakeState, findings: Findings) -> None:
+    pca, fit = state.pca or {}, state.fit or ""
+    covered = set(pca.get(contract.R_BATCHES) or [])
+    gone = sorted(covered - set(state.committed))
+    uncovered = sorted(set(state.committed) - covered)
+    if gone or uncovered:  # the fit is older than the batches: the next PCA replaces it
+        findings.missing.append(
+            f"a PCA fit over the committed batches: fit {fit} covers {sorted(covered)}"
+            + (f", not {uncovered}" if uncovered else "")
+            + (f", and {gone} are no longer committed" if gone else "")
+        )
+    else:
+        rows = sum(state.committed[b][contract.R_FEATURIZED] for b in covered)
+        findings.wrong += contract.check_pca_report(pca, rows)
+    findings.summary["pca"] = {
+        "fit": fit,
+        "k": pca.get(contract.R_K),
+        "rows": pca.get(contract.R_ROWS),
+    }
+    present = set(state.fit_keys)
+    for dataset in contract.FIT_DATASETS:
+        if not any(key.startswith(f"{contract.fit_key(dataset, fit)}/") for key in present):
+            findings.wrong.append(f"{store.uri}/{contract.fit_key(dataset, fit)}/ is absent")
+    findings.wrong += [
+        f"{store.uri}/{contract.plot_key(fit, name)} is absent"
+        for name in contract.PCA_PLOTS
+        if contract.plot_key(fit, name) not in present
+    ]
+    _check_csv(store, fit, int(pca.get(contract.R_K) or 0), present, findings)
+
+
+def _check_csv(store: Store, fit: str, k: int, present: set[str], findings: Findings) -> None:
+    folder = contract.fit_key(contract.PCA_CSV, fit)
+    parts = sorted(key for key in present if key.startswith(folder) and key.endswith(".csv"))
+    if len(parts) != 1:
+        findings.wrong.append(f"{len(parts)} CSV files in {store.uri}/{folder}/, expected one")
     if not parts:
-        findings.missing.append(f"{store.uri}/{contract.PCA_CSV}/part-*.csv")
         return
-    if len(parts) > 1:
-        findings.wrong.append(f"{len(parts)} CSV files in {contract.PCA_CSV}/, expected one")
     text = store.read(parts[0], max_bytes=CSV_SAMPLE_BYTES).decode("utf-8", errors="replace")
     lines = text.splitlines()
     if len(text.encode()) >= CSV_SAMPLE_BYTES and lines:

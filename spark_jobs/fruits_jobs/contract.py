@@ -6,14 +6,24 @@ nothing but the standard library, so the Airflow side can use it without Spark o
 
 Layout under an output root ``OUT`` (a local path, ``file://`` or ``s3://`` URI)::
 
-    OUT/features/batch=<id>/        Parquet  path, label, length, modification_time, features
-    OUT/quarantine/batch=<id>/      Parquet  path, length, modification_time, reason
-    OUT/pca/                        Parquet  path, label, batch, pca
-    OUT/pca_csv/part-*.csv          CSV      path,label,pc_1..pc_k (one file)
-    OUT/pca_model/                  pyspark.ml PipelineModel (centre + PCA)
-    OUT/_reports/featurize-<id>.json, OUT/_reports/pca.json, OUT/_reports/*.png
+    OUT/features/batch=<id>/          Parquet  path, label, length, modification_time, features
+    OUT/quarantine/batch=<id>/        Parquet  path, length, modification_time, reason
+    OUT/_reports/featurize-<id>.json  the batch's report, written last: its commit record
+    OUT/_reports/attribution/<id>/    the images' attribution files
+    OUT/pca/<fit>/                    Parquet  path, label, batch, pca
+    OUT/pca_csv/<fit>/part-*.csv      CSV      path,label,pc_1..pc_k (one file)
+    OUT/pca_model/<fit>/              pyspark.ml PipelineModel (centre + PCA)
+    OUT/_reports/pca/<fit>/*.png      the two plots
+    OUT/_reports/pca.json             the current fit's report, written last: the pointer to it
 
 ``batch`` is a partition column: Spark writes it into the folder name, not into the files.
+
+**Commits.** A batch exists once its report does: the report is written after the batch's
+data, in one step (a rename, or one PUT on S3), so a reader never sees a partial one. Readers
+take the batch ids from the reports and read those batches' folders only; a batch folder
+without a report is a left-over of a run that died, ignored until the batch runs again. A
+PCA fit is written beside the current one under a new ``<fit>`` id and becomes current when
+``pca.json`` naming it replaces the previous one; fits it does not name are left-overs.
 
 >>> batch_uri("s3://b/out", FEATURES, "2026-11-24")
 's3://b/out/features/batch=2026-11-24'
@@ -23,9 +33,12 @@ Layout under an output root ``OUT`` (a local path, ``file://`` or ``s3://`` URI)
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import secrets
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 FEATURE_DIM = 1280
@@ -92,9 +105,12 @@ ATTRIBUTION_PREFIXES = ("ATTRIBUTION", "LICENSE", "NOTICE")
 """Files at the images' root that must travel with the images' derivatives (CC BY-SA)."""
 
 
+ATTRIBUTION = f"{REPORTS}/attribution"
+
+
 def attribution_key(batch: str, name: str) -> str:
     """Where the featurizer copies the attribution file ``name`` of ``batch``'s images."""
-    return f"{REPORTS}/attribution/{validate_batch_id(batch)}/{name}"
+    return f"{ATTRIBUTION}/{validate_batch_id(batch)}/{name}"
 
 
 BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
@@ -139,14 +155,75 @@ def pca_report_uri(root: str) -> str:
     return join(root, PCA_REPORT_KEY)
 
 
-def plot_key(name: str) -> str:
-    """The plot ``name`` (one of ``PCA_PLOTS``), relative to the output root."""
-    return f"{REPORTS}/{name}"
+FIT_DATASETS = (PCA, PCA_CSV, PCA_MODEL, f"{REPORTS}/pca")
+"""The folders that hold one ``<fit>`` sub-folder per PCA fit: scores, CSV, model, plots."""
+PLOTS = FIT_DATASETS[-1]
+FIT_ID_PATTERN = r"\d{8}T\d{6}Z-[0-9a-f]{8}"
+"""A PCA fit id: its UTC start time and 8 random hex digits (``20261124T093000Z-1a2b3c4d``)."""
+R_FIT = "fit"
+R_BATCHES = "batches"
 
 
-def plot_uri(root: str, name: str) -> str:
-    """Where ``pca.py`` writes the plot ``name``."""
-    return join(root, plot_key(name))
+def new_fit_id(now: datetime) -> str:
+    """A fresh fit id for a fit started at ``now`` (UTC)."""
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def fit_key(dataset: str, fit: str) -> str:
+    """The folder of ``fit`` in one of ``FIT_DATASETS``, relative to the output root."""
+    if not re.fullmatch(FIT_ID_PATTERN, fit or ""):
+        raise ValueError(f"invalid PCA fit id {fit!r}: expected {FIT_ID_PATTERN}")
+    return f"{dataset}/{fit}"
+
+
+def fit_uri(root: str, dataset: str, fit: str) -> str:
+    """Where ``pca.py`` writes ``dataset`` (one of ``FIT_DATASETS``) of ``fit``."""
+    return join(root, fit_key(dataset, fit))
+
+
+def plot_key(fit: str, name: str) -> str:
+    """The plot ``name`` (one of ``PCA_PLOTS``) of ``fit``, relative to the output root."""
+    return f"{fit_key(PLOTS, fit)}/{name}"
+
+
+def batch_of_report(key: str) -> str | None:
+    """The batch whose report is at ``key`` (relative to the root), or None for other keys.
+
+    >>> batch_of_report("_reports/featurize-2026-11-24.json"), batch_of_report("_reports/x")
+    ('2026-11-24', None)
+    """
+    found = re.fullmatch(rf"{FEATURIZE_REPORT_PREFIX}({BATCH_ID_PATTERN})\.json", key)
+    return found.group(1) if found else None
+
+
+def parse_report(data: bytes) -> dict[str, Any] | None:
+    """A featurize report from its bytes, or None when they are not one (not a commit).
+
+    A commit record is a JSON object with integer ``input``, ``featurized`` and
+    ``quarantined``; whether they add up is :func:`check_counts`' business.
+    """
+    document = _json_object(data)
+    counts = (R_INPUT, R_FEATURIZED, R_QUARANTINED)
+    if document is None or not all(type(document.get(k)) is int for k in counts):
+        return None
+    return document
+
+
+def parse_pointer(data: bytes) -> dict[str, Any] | None:
+    """The PCA report ``pca.json`` from its bytes, or None unless it names a valid fit."""
+    document = _json_object(data)
+    fit = document.get(R_FIT) if document is not None else None
+    if not isinstance(fit, str) or not re.fullmatch(FIT_ID_PATTERN, fit):
+        return None
+    return document
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def validate_batch_id(batch: str) -> str:
@@ -176,7 +253,7 @@ def check_counts(report: Mapping[str, Any]) -> list[str]:
 
 
 def check_pca_report(report: Mapping[str, Any], feature_rows: int) -> list[str]:
-    """Problems with a PCA report, given the number of feature rows over all batches."""
+    """Problems with a PCA report, given the feature rows of the batches it covers."""
     problems = []
     k, rows = report.get(R_K), report.get(R_ROWS)
     if rows != feature_rows:

@@ -16,6 +16,10 @@ What happens, in order:
    (:func:`fruits_jobs.model.cached_model`; Spark reuses Python workers between tasks).
 4. Rows whose bytes are not a usable image carry a ``reason`` instead of features: they are
    written to ``quarantine/``, the others to ``features/``, and the report accounts for all.
+5. The report is written last, in one step: it is the batch's commit record. The job first
+   deletes the batch's earlier report, so a run that dies at any point leaves the batch
+   uncommitted (readers ignore its folders) until it runs again and replaces them
+   (:mod:`fruits_jobs.commits`).
 
 Why an iterator pandas UDF and not ``pyspark.ml.functions.predict_batch_udf``: both keep one
 model per worker, and ``make bench`` measures them level (warm, 2,240 photos, ``local[2]``,
@@ -47,7 +51,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
 from pyspark.sql.functions import pandas_udf
 
-from fruits_jobs import contract, storage
+from fruits_jobs import commits, contract, storage
 from fruits_jobs.cli import batch_id, positive_int, run_job
 from fruits_jobs.errors import JobError
 from fruits_jobs.imaging import QuarantineError, decode
@@ -328,17 +332,21 @@ def write_results(
 
 
 def already_seen(spark: SparkSession, output: str, batch: str) -> DataFrame | None:
-    """Keys (path, length, mtime) of images featurized or quarantined in other batches."""
+    """Keys (path, length, mtime) of images featurized or quarantined in other committed batches."""
     keys = [contract.PATH, contract.LENGTH, contract.MTIME]
+    others = commits.committed_batches(spark, output)
+    others.pop(batch, None)
     seen = None
-    for dataset, schema in (
-        (contract.FEATURES, contract.FEATURES_SCHEMA),
-        (contract.QUARANTINE, contract.QUARANTINE_SCHEMA),
+    for dataset, schema, count in (
+        (contract.FEATURES, contract.FEATURES_SCHEMA, contract.R_FEATURIZED),
+        (contract.QUARANTINE, contract.QUARANTINE_SCHEMA, contract.R_QUARANTINED),
     ):
-        uri = contract.dataset_uri(output, dataset)
-        if storage.exists(spark, uri):
-            rows = spark.read.schema(schema).parquet(uri)
-            rows = rows.where(F.col(contract.BATCH) != batch).select(*keys)
+        with_rows = [b for b, report in others.items() if report[count] > 0]
+        rows = commits.read_committed(
+            spark, contract.dataset_uri(output, dataset), schema, with_rows
+        )
+        if rows is not None:
+            rows = rows.select(*keys)
             seen = rows if seen is None else seen.unionByName(rows)
     return seen
 
@@ -368,9 +376,12 @@ def featurize_images(
     """
     images, listed = list_images(spark, args.images)
     if args.full_recompute:
-        for dataset in (contract.FEATURES, contract.QUARANTINE):
+        commits.uncommit(spark, args.output)
+        for dataset in (contract.FEATURES, contract.QUARANTINE, contract.ATTRIBUTION):
             log.warning("full recompute: deleting %s", contract.dataset_uri(args.output, dataset))
             storage.delete(spark, contract.dataset_uri(args.output, dataset))
+    else:
+        commits.uncommit(spark, args.output, [args.batch_id])
     seen = already_seen(spark, args.output, args.batch_id) if args.skip_existing else None
 
     def new(frame: DataFrame) -> DataFrame:
@@ -452,7 +463,7 @@ def featurize_batch(
         "skip_existing": args.skip_existing,
         "full_recompute": args.full_recompute,
     }
-    storage.write_json(spark, contract.featurize_report_uri(args.output, args.batch_id), report)
+    commits.commit(spark, args.output, args.batch_id, report)
     log.info(
         "batch %s: %d images, %d featurized, %d quarantined, %d skipped, %.1f images/s",
         args.batch_id,

@@ -1,8 +1,10 @@
-"""Job 2: fit a ``pyspark.ml`` PCA on every feature batch and write the reduced matrix.
+"""Job 2: fit a ``pyspark.ml`` PCA on every committed feature batch and write the reduced matrix.
 
 What happens, in order:
 
-1. All ``features/batch=*`` partitions are read and turned into ML vectors.
+1. The ``features/batch=<id>`` folders of the committed batches (those with a report, see
+   :mod:`fruits_jobs.commits`) are read and turned into ML vectors; their row count must be
+   the sum of their reports' ``featurized``. Folders of batches that died are never read.
 2. A ``StandardScaler(withMean=True, withStd=False)`` centres them: Spark's ``PCAModel``
    projects raw vectors, so without it the scores would be shifted by the mean's projection
    and differ from numpy's / scikit-learn's.
@@ -18,9 +20,13 @@ What happens, in order:
    for the 560 grocery photos' features: nearest-centroid accuracy on PCA(100) fell from
    0.825 (numpy) to 0.711. numpy's LAPACK is always native, and one decomposition serves
    any k, so ``--variance`` needs no second fit.
-4. The fitted ``PipelineModel`` (centre + PCA) is saved for later batches, the scores are
-   written as Parquet and as one CSV, and the report and two plots go to ``_reports/``.
-   The plots use a bounded sample: nothing collects the data set to the driver.
+4. Under a new fit id, beside the current fit: the fitted ``PipelineModel`` (centre + PCA)
+   is saved for later batches, the scores are written as Parquet and as one CSV, and two
+   plots are drawn from a bounded sample (nothing collects the data set to the driver).
+5. The report, naming the fit and the batches it covers, replaces ``_reports/pca.json`` in
+   one step: from then on the new fit is the current one, and the previous fit's folders are
+   deleted. A run that dies before that leaves the previous fit current and whole; the next
+   run deletes the folders it left.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import io
 import logging
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -44,7 +51,7 @@ from pyspark.mllib.util import MLUtils
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
 
-from fruits_jobs import contract, storage
+from fruits_jobs import commits, contract, storage
 from fruits_jobs.cli import positive_int, run_job
 from fruits_jobs.errors import JobError
 
@@ -75,17 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_features(spark: SparkSession, features: str) -> DataFrame:
-    """Every feature batch under ``features`` with a ``vector`` column.
+def read_features(spark: SparkSession, features: str, batches: list[str]) -> DataFrame:
+    """The rows of ``batches`` in the ``features`` folder, with a ``vector`` column.
 
-    :raises JobError: the folder does not exist.
+    :raises JobError: a batch's folder does not exist.
     """
     try:
-        rows = spark.read.schema(contract.FEATURES_SCHEMA).parquet(features)
+        rows = commits.read_committed(spark, features, contract.FEATURES_SCHEMA, batches)
     except AnalysisException as err:
         if "PATH_NOT_FOUND" in str(err) or "does not exist" in str(err):
-            raise JobError(f"features path does not exist: {features}") from err
+            raise JobError(f"features path does not exist: {err}") from err
         raise
+    if rows is None:
+        raise JobError(f"no committed batch with features under {features}: run featurize first")
     return rows.select(
         contract.PATH,
         contract.LABEL,
@@ -200,13 +209,23 @@ def _png(fig: Any) -> bytes:
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
-    """Fit the PCA on ``args.features`` and write everything under ``args.output``."""
+    """Fit the PCA on the committed batches and make it the current fit under ``args.output``."""
     started = time.perf_counter()
-    vectors = read_features(spark, args.features).persist()
+    commits.drop_fits(spark, args.output, keep=commits.current_fit(spark, args.output))
+    batches = commits.committed_batches(spark, args.output)
+    fit_id = contract.new_fit_id(datetime.now(timezone.utc))
+    log.info("PCA fit %s on the committed batches %s", fit_id, sorted(batches))
+    expected = sum(report[contract.R_FEATURIZED] for report in batches.values())
+    with_rows = [b for b, report in batches.items() if report[contract.R_FEATURIZED] > 0]
+    vectors = read_features(spark, args.features, with_rows).persist()
+    scores_uri = contract.fit_uri(args.output, contract.PCA, fit_id)
     try:
         rows = vectors.count()
-        if rows == 0:
-            raise JobError(f"no feature rows under {args.features}")
+        if rows != expected:
+            raise JobError(
+                f"the features of batches {sorted(with_rows)} hold {rows} rows, "
+                f"their reports {expected}"
+            )
         model, k = fit(vectors, rows, args)
         fitted = time.perf_counter()
         scores = model.transform(vectors).select(
@@ -215,19 +234,17 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
             contract.BATCH,
             vector_to_array("scores", dtype="float32").alias(contract.PCA_COL),
         )
-        scores.write.mode("overwrite").parquet(contract.dataset_uri(args.output, contract.PCA))
+        scores.write.parquet(scores_uri)
     finally:
         vectors.unpersist()
-    written = spark.read.parquet(contract.dataset_uri(args.output, contract.PCA))
+    written = spark.read.parquet(scores_uri)
     header = contract.pca_csv_header(k)
     written.select(
         contract.PATH,
         contract.LABEL,
         *(F.col(contract.PCA_COL)[i].alias(name) for i, name in enumerate(header[2:])),
-    ).coalesce(1).write.mode("overwrite").csv(
-        contract.dataset_uri(args.output, contract.PCA_CSV), header=True
-    )
-    model.write().overwrite().save(contract.dataset_uri(args.output, contract.PCA_MODEL))
+    ).coalesce(1).write.csv(contract.fit_uri(args.output, contract.PCA_CSV, fit_id), header=True)
+    model.write().save(contract.fit_uri(args.output, contract.PCA_MODEL, fit_id))
     done = time.perf_counter()
 
     explained = model.stages[-1].explainedVariance.toArray()
@@ -246,14 +263,15 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         contract.PCA_PLOTS[1]: plot_scatter(sample, rows),
     }
     for name, png in plots.items():
-        storage.write_bytes(spark, contract.plot_uri(args.output, name), png)
+        storage.write_bytes(spark, contract.join(args.output, contract.plot_key(fit_id, name)), png)
     report = {
+        contract.R_FIT: fit_id,
         contract.R_K: k,
         contract.R_ROWS: rows,
         "target_variance": args.variance,
         contract.R_EXPLAINED: [round(float(v), 6) for v in explained],
         contract.R_CUMULATIVE: [round(float(v), 6) for v in np.cumsum(explained)],
-        "batches": sorted(r[0] for r in written.select(contract.BATCH).distinct().collect()),
+        contract.R_BATCHES: sorted(batches),
         contract.R_PLOTS: list(plots),
         contract.R_TIMINGS: {
             "fit": round(fitted - started, 3),
@@ -262,8 +280,14 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         },
         "features": args.features,
     }
-    storage.write_json(spark, contract.pca_report_uri(args.output), report)
-    log.info("PCA k=%d on %d rows: %.1f%% of the variance", k, rows, 100 * float(sum(explained)))
+    commits.publish_fit(spark, args.output, report)
+    log.info(
+        "PCA fit %s, k=%d on %d rows: %.1f%% of the variance",
+        fit_id,
+        k,
+        rows,
+        100 * float(sum(explained)),
+    )
     return report
 
 

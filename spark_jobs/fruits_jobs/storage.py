@@ -1,13 +1,17 @@
 """Small files (reports, plots) on any URI Spark can write, through Hadoop's FileSystem API.
 
 The same calls reach ``file:``, ``s3://`` (EMRFS on EMR) and ``s3a://``, so the jobs never
-branch on the scheme. Data sets go through the DataFrame writers, never through here.
+branch on the scheme; only :func:`publish_bytes` does, since a rename is atomic on a local
+disk and a copy on S3. Data sets go through the DataFrame writers, never through here.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -34,10 +38,19 @@ def delete(spark: SparkSession, uri: str) -> bool:
 
 def list_files(spark: SparkSession, uri: str) -> list[str]:
     """URIs of the files directly in the folder ``uri`` (not recursive); [] if it is absent."""
+    return [found for found, is_file in _list(spark, uri) if is_file]
+
+
+def list_folders(spark: SparkSession, uri: str) -> list[str]:
+    """URIs of the folders directly in the folder ``uri``; [] if it is absent."""
+    return [found for found, is_file in _list(spark, uri) if not is_file]
+
+
+def _list(spark: SparkSession, uri: str) -> list[tuple[str, bool]]:
     filesystem, path = _filesystem(spark, uri)
     if not filesystem.exists(path):
         return []
-    return [str(s.getPath().toString()) for s in filesystem.listStatus(path) if s.isFile()]
+    return [(str(s.getPath().toString()), bool(s.isFile())) for s in filesystem.listStatus(path)]
 
 
 def status(spark: SparkSession, uri: str) -> tuple[int, datetime]:
@@ -48,7 +61,7 @@ def status(spark: SparkSession, uri: str) -> tuple[int, datetime]:
 
 
 def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
-    """Create or replace the file at ``uri`` with ``data``."""
+    """Create or replace the file at ``uri`` with ``data`` (on S3: one PUT when closed)."""
     filesystem, path = _filesystem(spark, uri)
     stream = filesystem.create(path, True)
     try:
@@ -57,18 +70,38 @@ def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
         stream.close()
 
 
+def publish_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
+    """Create or replace the file at ``uri`` so that no reader ever sees a part of ``data``.
+
+    On S3 (EMRFS, S3A) the object appears whole when its one PUT completes. On a local disk
+    (``file:``, where the driver runs), ``data`` goes to a temporary file beside it, which
+    ``os.replace`` renames over ``uri`` in one step (Hadoop's local rename refuses to
+    replace, and deletes first when told to); a process killed before that leaves only the
+    temporary ``<name>.<random>.tmp``.
+    """
+    filesystem, path = _filesystem(spark, uri)
+    if filesystem.getScheme() != "file":
+        write_bytes(spark, uri, data)
+        return
+    target = Path(filesystem.makeQualified(path).toUri().getPath())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
+    temporary.write_bytes(data)
+    # A checksum Hadoop wrote for an earlier version would fail its reads of this one.
+    target.with_name(f".{target.name}.crc").unlink(missing_ok=True)
+    os.replace(temporary, target)
+
+
 def read_bytes(spark: SparkSession, uri: str) -> bytes:
-    """The content of the file at ``uri``."""
-    return bytes(
-        spark.sparkContext.binaryFiles(uri).values().first()  # one small file: no data collect
-    )
+    """The content of the file at ``uri``, read by the driver (one GET on S3)."""
+    filesystem, path = _filesystem(spark, uri)
+    stream = filesystem.open(path)
+    try:
+        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+    finally:
+        stream.close()
 
 
 def write_json(spark: SparkSession, uri: str, document: dict[str, Any]) -> None:
-    """Write ``document`` as indented JSON at ``uri``."""
-    write_bytes(spark, uri, json.dumps(document, indent=2, sort_keys=True).encode())
-
-
-def read_json(spark: SparkSession, uri: str) -> dict[str, Any]:
-    """Read the JSON document at ``uri``."""
-    return json.loads(read_bytes(spark, uri))
+    """Publish ``document`` as indented JSON at ``uri`` (see :func:`publish_bytes`)."""
+    publish_bytes(spark, uri, json.dumps(document, indent=2, sort_keys=True).encode())

@@ -49,13 +49,16 @@ def write_outputs(s3: Any, batch: str, *, rows: int = 3, consistent: bool = True
     """What the two Spark steps write, per the contract (``consistent=False``: broken counts)."""
     root = "outputs"
     featurize = {"input": rows, "featurized": rows - 1, "quarantined": 1 if consistent else 0}
-    pca = {"k": 2, "rows": rows - 1, "explained_variance": [0.6, 0.3]}
+    fit = "20261120T010000Z-0123abcd"
+    pca = {"fit": fit, "k": 2, "rows": rows - 1, "explained_variance": [0.6, 0.3]}
     csv = "path,label,pc_1,pc_2\n" + "".join(f"s3://x/L/{i}.jpg,L,0.{i},1.5\n" for i in range(2))
     objects = {
         contract.featurize_report_key(batch): json.dumps(featurize),
-        contract.PCA_REPORT_KEY: json.dumps(pca),
-        f"{contract.PCA_CSV}/part-00000.csv": csv,
-        **{contract.plot_key(name): "png" for name in contract.PCA_PLOTS},
+        contract.PCA_REPORT_KEY: json.dumps({**pca, "batches": [batch]}),
+        f"{contract.fit_key(contract.PCA_CSV, fit)}/part-00000.csv": csv,
+        f"{contract.fit_key(contract.PCA, fit)}/part-00000.parquet": "PAR1",
+        f"{contract.fit_key(contract.PCA_MODEL, fit)}/metadata/part-00000": "{}",
+        **{contract.plot_key(fit, name): "png" for name in contract.PCA_PLOTS},
     }
     for key, body in objects.items():
         s3.put_object(Bucket=BUCKET, Key=f"{root}/{key}", Body=body.encode())

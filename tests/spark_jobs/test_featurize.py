@@ -140,6 +140,8 @@ def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path)
     features = spark.read.schema(contract.FEATURES_SCHEMA).parquet(str(tmp_path / "out/features"))
     assert [r.batch for r in features.select("batch").distinct().collect()] == ["day4"]
     assert features.count() == read_report(tmp_path / "out", "day4")["featurized"] == 5
+    reports = sorted(p.name for p in (tmp_path / "out" / contract.REPORTS).iterdir())
+    assert reports == ["featurize-day4.json"]  # earlier batches uncommitted, no temporary file
 
 
 def test_fruits360_attribution_travels_with_the_features(spark, weights_file, tmp_path):

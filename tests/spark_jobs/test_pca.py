@@ -14,7 +14,8 @@ from fruits_jobs.pca import main as pca_main
 from tests.conftest import FRUITS360, GROCERY, needs_real_weights
 
 
-def write_features(spark, output: Path, matrix, labels, batch: str, start: int = 0):
+def write_features(spark, output: Path, matrix, labels, batch: str, start: int = 0, commit=True):
+    """A feature batch as featurize writes it: the data, then (``commit``) its report."""
     rows = [
         (f"file:/lake/{label}/{i}.jpg", label, 1, None, [float(v) for v in vec])
         for i, (label, vec) in enumerate(zip(labels, matrix, strict=True), start=start)
@@ -23,6 +24,16 @@ def write_features(spark, output: Path, matrix, labels, batch: str, start: int =
     spark.createDataFrame(rows, schema).write.mode("overwrite").parquet(
         contract.batch_uri(str(output), contract.FEATURES, batch)
     )
+    if commit:
+        report = {"input": len(rows), "featurized": len(rows), "quarantined": 0}
+        (output / contract.REPORTS).mkdir(exist_ok=True)
+        Path(contract.featurize_report_uri(str(output), batch)).write_text(json.dumps(report))
+
+
+def current(output: Path, dataset: str) -> Path:
+    """The folder of ``dataset`` of the current fit, as ``_reports/pca.json`` names it."""
+    fit = json.loads((output / contract.PCA_REPORT_KEY).read_text())["fit"]
+    return output / contract.fit_key(dataset, fit)
 
 
 def run_pca(output: Path, *size: str) -> int:
@@ -31,7 +42,10 @@ def run_pca(output: Path, *size: str) -> int:
 
 @pytest.fixture(scope="module")
 def matrix_run(spark, tmp_path_factory):
-    """200 random rows of a low-rank-plus-noise 1280-d matrix over two batches, then --k 5."""
+    """200 random rows of a low-rank-plus-noise 1280-d matrix over two batches, then --k 5.
+
+    A third batch, written without its report (a featurize run that died), must be ignored.
+    """
     rng = np.random.default_rng(7)
     matrix = (
         rng.normal(size=(200, 8)) @ rng.normal(size=(8, 1280)) * 3
@@ -43,6 +57,7 @@ def matrix_run(spark, tmp_path_factory):
     output = tmp_path_factory.mktemp("pca")
     write_features(spark, output, matrix[:120], labels[:120], "a")
     write_features(spark, output, matrix[120:], labels[120:], "b", start=120)
+    write_features(spark, output, matrix[:30] * 9, labels[:30], "died", start=200, commit=False)
     assert run_pca(output, "--k", "5") == 0
     return output, matrix
 
@@ -55,7 +70,7 @@ def numpy_pca(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_scores_and_variance_match_numpy_up_to_sign(spark, matrix_run):
     output, matrix = matrix_run
-    got = spark.read.parquet(str(output / contract.PCA)).toPandas()
+    got = spark.read.parquet(str(current(output, contract.PCA))).toPandas()
     order = got.path.str.extract(r"/(\d+)\.jpg$")[0].astype(int).to_numpy()
     scores = np.stack(got.pca)[np.argsort(order)]
     expected, variance = numpy_pca(matrix, 5)
@@ -71,7 +86,7 @@ def test_scores_and_variance_match_numpy_up_to_sign(spark, matrix_run):
 
 def test_csv_matrix_has_header_and_every_row(matrix_run):
     output, _ = matrix_run
-    (csv_file,) = (output / contract.PCA_CSV).glob("part-*.csv")
+    (csv_file,) = current(output, contract.PCA_CSV).glob("part-*.csv")
     with csv_file.open() as handle:
         reader = csv.reader(handle)
         header = next(reader)
@@ -87,9 +102,10 @@ def test_saved_model_transforms_new_batches_like_the_fit(spark, matrix_run):
     from fruits_jobs.pca import read_features
 
     output, _ = matrix_run
-    model = PipelineModel.load(str(output / contract.PCA_MODEL))
-    again = model.transform(read_features(spark, str(output / "features"))).orderBy("path")
-    first = spark.read.parquet(str(output / contract.PCA)).orderBy("path")
+    model = PipelineModel.load(str(current(output, contract.PCA_MODEL)))
+    new = read_features(spark, str(output / "features"), ["a", "b"])
+    again = model.transform(new).orderBy("path")
+    first = spark.read.parquet(str(current(output, contract.PCA))).orderBy("path")
     np.testing.assert_allclose(
         np.stack([r.scores.toArray() for r in again.collect()]),
         np.stack([r.pca for r in first.collect()]),
@@ -101,7 +117,7 @@ def test_saved_model_transforms_new_batches_like_the_fit(spark, matrix_run):
 def test_plots_are_png(matrix_run):
     output, _ = matrix_run
     for name in contract.PCA_PLOTS:
-        data = (output / contract.REPORTS / name).read_bytes()
+        data = (current(output, contract.PLOTS) / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
@@ -110,8 +126,12 @@ def test_variance_picks_the_smallest_k(spark, matrix_run):
     target = 0.9
     _, variance = numpy_pca(matrix, 1280)
     expected_k = int(np.argmax(np.cumsum(variance) >= target) + 1)
+    before = json.loads((output / contract.PCA_REPORT_KEY).read_text())["fit"]
     assert run_pca(output, "--variance", str(target)) == 0
     report = json.loads((output / contract.REPORTS / "pca.json").read_text())
+    assert report["fit"] != before  # a new fit replaced the previous one, whose folders are gone
+    for dataset in contract.FIT_DATASETS:
+        assert [p.name for p in (output / dataset).iterdir() if p.is_dir()] == [report["fit"]]
     assert report["k"] == expected_k
     assert report["cumulative_explained_variance"][-1] >= target
     assert expected_k == 1 or report["cumulative_explained_variance"][-2] < target
@@ -134,9 +154,11 @@ def test_bad_sizes_are_refused_by_the_parser(matrix_run, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_missing_features_exit_2(spark, tmp_path, capsys):
+def test_no_committed_features_exit_2(spark, tmp_path, capsys):
+    write_features(spark, tmp_path, np.ones((3, 4)), ["L"] * 3, "died", commit=False)
     assert run_pca(tmp_path, "--k", "2") == 2
-    assert "features path does not exist: " in capsys.readouterr().err
+    assert "pca: error: no committed batch with features under " in capsys.readouterr().err
+    assert not (tmp_path / contract.PCA_REPORT_KEY).exists()
 
 
 def nearest_centroid_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -187,7 +209,7 @@ def test_features_separate_real_fruit_classes(
         == 0
     )
     assert run_pca(tmp_path, "--k", "100") == 0
-    rows = spark.read.parquet(str(tmp_path / contract.PCA)).orderBy("path").toPandas()
+    rows = spark.read.parquet(str(current(tmp_path, contract.PCA))).orderBy("path").toPandas()
     labels = rows.label.to_numpy()
     assert len(np.unique(labels)) == classes
     accuracy = nearest_centroid_accuracy(np.stack(rows.pca), labels)
