@@ -302,6 +302,13 @@ class Bootstrap:
         legacy = self.names.legacy_instance_profile
         if self.delete_instance_profile(legacy, only_holding=self.names.ec2_role):
             outcomes[f"old instance profile {legacy}"] = "deleted"
+            log.warning(
+                "EMR refuses instance profile %s (not named as its role): replaced by %s; "
+                "set FRUITS_JOB_FLOW_ROLE=%s wherever it named the old one",
+                legacy,
+                self.names.instance_profile,
+                self.names.instance_profile,
+            )
         _, outcomes["EMR service role"] = self.ensure_role(
             self.names.service_role,
             "elasticmapreduce.amazonaws.com",

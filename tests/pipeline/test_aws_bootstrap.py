@@ -156,10 +156,11 @@ def first_version_account(aws: dict[str, Any]) -> None:
     old_emr_security_groups(aws)
 
 
-def test_up_repairs_an_account_bootstrapped_by_the_first_version(aws, capsys):
+def test_up_repairs_an_account_bootstrapped_by_the_first_version(aws, capsys, caplog):
     first_version_account(aws)
     legacy = NAMES.legacy_instance_profile
     assert aws_bootstrap.main(["up", "--bucket", BUCKET]) == 0
+    assert f"set FRUITS_JOB_FLOW_ROLE={NAMES.ec2_role} wherever it named the old" in caplog.text
     changed = {
         resource.strip(): outcome
         for line in capsys.readouterr().out.splitlines()
