@@ -13,13 +13,16 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env
+.PHONY: setup demo test bench bench-sync lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state
 
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v java >/dev/null || { echo "installing Java 17 for Spark"; \
 	  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { echo "installing PostgreSQL for make airflow"; \
+	  apt-get update -qq && apt-get install -y -qq postgresql; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -r requirements.lock
@@ -34,6 +37,11 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_featurize.py
 	$(BIN)/python benchmarks/bench_pca.py
+
+# The sync against `aws s3 sync` through 30 ms a request (moto's server), and its peak RSS on
+# a 1 GB file; awscli goes into a throwaway venv under /tmp, never into .venv.
+bench-sync: setup
+	$(BIN)/python benchmarks/bench_sync.py
 
 lint: setup
 	$(BIN)/ruff check .
@@ -65,6 +73,12 @@ demo: setup
 	@echo "Airflow run log: $(AIRFLOW_HOME)/demo.log"
 	$(BIN)/python -m fruits_pipeline.summary "$(OUT)/outputs" --batch $(BATCH)
 
+# Committed batches, current PCA fit and left-overs of an output root (a folder or
+# s3://bucket/outputs); CLEAN=1 deletes the left-overs (only while no job writes there).
+OUTPUTS ?= $(OUT)/outputs
+lake-state: setup
+	$(BIN)/python -m fruits_pipeline.lake_state "$(OUTPUTS)" $(if $(CLEAN),--clean)
+
 # ---- data for users with internet: a Fruits-360 sample from the dataset's GitHub branch ------
 fetch-fruits360: setup
 	$(BIN)/python scripts/fetch_fruits360.py --dest data/fruits360-sample
@@ -81,6 +95,21 @@ aws-bootstrap: setup
 aws-teardown: setup
 	@test -n "$(BUCKET)" || { echo "usage: make aws-teardown BUCKET=<name> [DELETE_DATA=1]"; exit 2; }
 	$(AWS_BOOTSTRAP) down --bucket "$(BUCKET)" --region "$(REGION)" $(if $(DELETE_DATA),--delete-data)
+
+# ---- no AWS account: the local EMR stand-in (moto's API + steps run on this machine's Spark) --
+# `make local-emr` serves S3/EMR/IAM/EC2 on 127.0.0.1:$(EMR_PORT) until Ctrl-C and prints the
+# AIRFLOW_CONN_AWS_DEFAULT and AWS_ENDPOINT_URL to use; it refuses real AWS credentials.
+# `make demo-emr` starts it, runs make aws-bootstrap on it, then fruits_emr end to end.
+.PHONY: local-emr demo-emr
+EMR_PORT ?= 5055
+EMR_BUCKET ?= fruits-lake-eu
+local-emr: setup
+	$(BIN)/python -m local_emr --port $(EMR_PORT) --workdir "$(CURDIR)/out/local-emr"
+
+demo-emr: setup
+	$(if $(IMAGES),FRUITS_IMAGE_SOURCE="$(IMAGES)") $(if $(WEIGHTS),FRUITS_WEIGHTS="$(WEIGHTS)") \
+	  $(BIN)/python -m local_emr.demo --port $(EMR_PORT) --bucket $(EMR_BUCKET) \
+	  --batch $(BATCH) --log "$(AIRFLOW_HOME)/demo-emr.log"
 
 # ---- Airflow as deployed, without Docker: PostgreSQL + api-server, scheduler, dag-processor,
 # triggerer, with docker-compose.yaml's settings. UI on localhost:8080; Ctrl-C stops it all.

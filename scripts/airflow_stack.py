@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 
 log = logging.getLogger(__name__)
@@ -255,9 +256,18 @@ class AirflowStack:
             process.wait()
 
     def stop(self) -> None:
-        """SIGTERM each service's process group (SIGKILL after 30 s), then stop PostgreSQL."""
+        """SIGTERM each service's process group (SIGKILL after 30 s), then stop PostgreSQL.
+
+        Whatever the services had started and left behind (a task's spark-submit, its JVM and
+        Python workers, in process groups of their own) is killed too.
+        """
+        spawned = [child for p in self.processes.values() for child in descendants(p.pid)]
         for component in reversed(list(self.processes)):
             self.kill_component(component, signal.SIGTERM)
+        for child in spawned:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(spawned, timeout=10)
         self.postgres.stop()
 
     def wait_healthy(self, timeout: float) -> None:
@@ -322,6 +332,14 @@ class AirflowStack:
         raise StackError(
             f"DAGs {sorted(dag_ids)} not parsed in {timeout:.0f} s:\n{self.tail('dag-processor')}"
         )
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process ``pid`` started, recursively (none when it is gone)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _fernet_key() -> str:

@@ -58,20 +58,27 @@ def test_both_dags_load_with_their_forms_and_no_import_error(deployed):
         assert details["is_paused"] is True  # compose: DAGS_ARE_PAUSED_AT_CREATION
 
 
-def test_the_schedule_runs_the_due_batch_once_unpaused(deployed):
+@pytest.fixture(scope="module")
+def scheduled(deployed) -> tuple[dict, str, int]:
+    """Unpause the DAG, as a user does in the UI: the scheduler itself runs the batch due now.
+
+    Every test that triggers a run needs the DAG unpaused (runs of a paused DAG stay queued).
+    """
     # Airflow 3's @daily is a cron trigger: the run due now is today 00:00's, named by it.
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     images = land(deployed.landing / day, CLASSES[:2], 0, 3)
     response = deployed.api("PATCH", f"/api/v2/dags/{DAG}", json={"is_paused": False})
     assert response.status_code == 200, response.text
-    run = None
     for _ in range(90):
-        scheduled = [r for r in deployed.runs(DAG) if r["run_type"] == "scheduled"]
-        if scheduled:
-            run = deployed.wait(DAG, scheduled[0]["dag_run_id"])
-            break
+        runs = [r for r in deployed.runs(DAG) if r["run_type"] == "scheduled"]
+        if runs:
+            return deployed.wait(DAG, runs[0]["dag_run_id"]), day, images
         time.sleep(2)
-    assert run is not None, "the scheduler created no run after the DAG was unpaused"
+    raise AssertionError("the scheduler created no run after the DAG was unpaused")
+
+
+def test_the_schedule_runs_the_due_batch_once_unpaused(deployed, scheduled):
+    run, day, images = scheduled
     assert run["state"] == "success", deployed.explain(DAG, run["dag_run_id"])
     assert run["logical_date"].startswith(day)
     report = featurize_report(deployed, day)
@@ -90,7 +97,7 @@ def test_a_bad_form_is_refused_with_400_and_creates_no_run(deployed, conf):
     assert len(deployed.runs(DAG)) == before
 
 
-def test_a_dry_run_checks_and_runs_no_spark(deployed):
+def test_a_dry_run_checks_and_runs_no_spark(deployed, scheduled):
     run = deployed.wait(
         DAG, trigger(deployed, logical_date=None, conf={"dry_run": True})["dag_run_id"]
     )
@@ -101,7 +108,7 @@ def test_a_dry_run_checks_and_runs_no_spark(deployed):
     }
 
 
-def test_a_rest_trigger_with_a_null_logical_date_and_a_conf_succeeds(deployed, tmp_path):
+def test_a_rest_trigger_with_a_null_logical_date_and_a_conf_succeeds(deployed, scheduled, tmp_path):
     folder = tmp_path / "other-folder"
     images = land(folder, CLASSES[2:4], 0, 4)
     started = trigger(deployed, logical_date=None, conf={"image_source": str(folder), "k": 3})
@@ -118,7 +125,7 @@ def test_a_rest_trigger_with_a_null_logical_date_and_a_conf_succeeds(deployed, t
     assert summary["pca"]["k"] == 3 and summary["pca"]["rows"] == summary["feature_rows"]
 
 
-def test_a_failed_run_names_the_task_and_its_first_error(deployed, tmp_path):
+def test_a_failed_run_names_the_task_and_its_first_error(deployed, scheduled, tmp_path):
     missing = tmp_path / "no-such-folder"
     run = deployed.wait(
         DAG, trigger(deployed, logical_date=None, conf={"image_source": str(missing)})["dag_run_id"]
@@ -129,7 +136,7 @@ def test_a_failed_run_names_the_task_and_its_first_error(deployed, tmp_path):
     assert f"preflight failed: image source is not a folder: {missing}" in log
 
 
-def test_a_backfill_over_two_days_featurizes_each_days_new_images(deployed):
+def test_a_backfill_over_two_days_featurizes_each_days_new_images(deployed, scheduled):
     days = ["2026-10-01", "2026-10-02"]
     first = land(deployed.landing / days[0], CLASSES[4:6], 0, 3)
     second = land(deployed.landing / days[1], CLASSES[4:6], 3, 2)
