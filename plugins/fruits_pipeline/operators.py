@@ -14,12 +14,32 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from fruits_pipeline.stores import open_store
 from fruits_pipeline.validation import validate
 
+ENDED = ("TERMINATED", "TERMINATED_WITH_ERRORS")
+"""Cluster states after which EMR runs nothing more."""
+
+
+def cluster_end(hook: Any, job_flow_id: str) -> str | None:
+    """``DescribeCluster``: how the cluster ended (state, EMR's code and message), or ``None``.
+
+    A request EMR refuses or a failed bootstrap ends the cluster before any step runs: its
+    ``StateChangeReason`` is the only place that says why.
+    """
+    status = hook.conn.describe_cluster(ClusterId=job_flow_id)["Cluster"]["Status"]
+    if status["State"] not in ENDED:
+        return None
+    reason = status.get("StateChangeReason", {})
+    return (
+        f"cluster {job_flow_id} ended {status['State']}: "
+        f"{reason.get('Code') or 'no code'}: {reason.get('Message') or 'no message'}"
+    )
+
 
 class EmrStepWithLogsSensor(EmrStepSensor):
-    """:class:`EmrStepSensor` whose failure names the step's log folder on S3.
+    """:class:`EmrStepSensor` whose failure names the step's logs and how the cluster ended.
 
     Calls ``DescribeStep`` like its parent. When the step fails, the error adds
-    ``<log_uri><cluster id>/steps/<step id>/`` (where EMR ships ``stderr.gz``/``controller.gz``).
+    ``<log_uri><cluster id>/steps/<step id>/`` (where EMR ships ``stderr.gz``/``controller.gz``)
+    and, when the cluster has ended (``DescribeCluster``), its state and ``StateChangeReason``.
 
     :param log_uri: the cluster's ``LogUri`` (ends with ``/``).
     """
@@ -33,44 +53,49 @@ class EmrStepWithLogsSensor(EmrStepSensor):
         """Where EMR writes this step's logs."""
         return f"{self.log_uri}{self.job_flow_id}/steps/{self.step_id}/"
 
+    def failure(self, err: AirflowException) -> AirflowException:
+        """``err`` with the step's log folder and, if it ended, how the cluster ended."""
+        self.log.error("step %s failed; logs in %s", self.step_id, self.step_log_uri)
+        ended = cluster_end(self.hook, self.job_flow_id)
+        return AirflowException(
+            f"{err}; step logs: {self.step_log_uri}" + (f"; {ended}" if ended else "")
+        )
+
     def poke(self, context: Context) -> bool:
-        """Poke as the parent does; on failure, re-raise with the step's log location."""
+        """Poke as the parent does; on failure, re-raise naming the logs and the cluster."""
         try:
             return super().poke(context)
         except AirflowException as err:
-            self.log.error("step %s failed; logs in %s", self.step_id, self.step_log_uri)
-            raise AirflowException(f"{err}; step logs: {self.step_log_uri}") from err
+            raise self.failure(err) from err
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> None:
-        """Finish a deferred wait as the parent does, naming the logs on failure."""
+        """Finish a deferred wait as the parent does, naming the logs and the cluster."""
         try:
             super().execute_complete(context, event)
         except AirflowException as err:
-            raise AirflowException(f"{err}; step logs: {self.step_log_uri}") from err
+            raise self.failure(err) from err
 
 
 class EmrTerminateCreatedJobFlowOperator(EmrTerminateJobFlowOperator):
-    """:class:`EmrTerminateJobFlowOperator` that skips when no cluster was created.
+    """:class:`EmrTerminateJobFlowOperator` that skips when no cluster was created or left.
 
     Calls ``DescribeCluster``, then ``TerminateJobFlows`` like its parent when ``job_flow_id``
     is set. When cluster creation itself failed there is nothing to terminate, and the task is
     skipped instead of failing on an empty id (the watcher still fails the run). When EMR
-    already ended the cluster with errors (a request EMR refused, a failed bootstrap), the task
-    fails with EMR's reason: the steps' tasks only see a cluster that "may not be modified" or
-    cancelled steps, and the parent's waiter a bare "JobFlow termination failed".
+    already ended the cluster (a request it refused, a failed bootstrap, the idle timeout),
+    the task logs how, with EMR's reason, and ends: deferred, the parent would wait for
+    ``TERMINATED`` and fail on ``TERMINATED_WITH_ERRORS`` with a bare "JobFlow termination
+    failed".
     """
 
     def execute(self, context: Context) -> None:
-        """Terminate ``job_flow_id``; skip when it is empty; name EMR's reason if it failed."""
+        """Terminate ``job_flow_id``; skip when it is empty; only log when EMR ended it."""
         if not self.job_flow_id or self.job_flow_id == "None":
             raise AirflowSkipException("no cluster was created: nothing to terminate")
-        status = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)["Cluster"]["Status"]
-        if status["State"] == "TERMINATED_WITH_ERRORS":
-            reason = status.get("StateChangeReason", {})
-            raise AirflowException(
-                f"EMR ended cluster {self.job_flow_id} TERMINATED_WITH_ERRORS: "
-                f"{reason.get('Code') or 'no code'}: {reason.get('Message') or 'no message'}"
-            )
+        ended = cluster_end(self.hook, self.job_flow_id)
+        if ended:
+            (self.log.error if "WITH_ERRORS" in ended else self.log.info)("%s", ended)
+            return
         super().execute(context)
 
 

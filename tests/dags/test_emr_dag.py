@@ -272,30 +272,35 @@ def test_add_step_returns_once_emr_accepted_the_step_deferrable_or_not(
         }
 
 
-def test_teardown_of_a_cluster_emr_ended_with_errors_fails_with_emrs_reason(load_dag, emr_world):
-    """A request EMR refuses ends the cluster before any step: the teardown's log says why.
+def test_a_cluster_emr_ended_with_errors_is_explained_by_the_sensor_and_the_teardown(
+    airflow_db, load_dag, emr_world, monkeypatch, capfd
+):
+    """A request EMR refuses ends the cluster before any step runs: the task logs say why.
 
-    moto launches whatever it is sent, so the cluster is ended by hand as EMR (and the local
-    stand-in's rules, local_emr.rules) would end a request without the managed-policy tag.
+    moto launches whatever it is sent, so the cluster is ended as EMR (and the local
+    stand-in's rules, local_emr.rules) ends a request it refuses: the step, accepted while the
+    cluster was starting, is cancelled.
     """
-    from airflow.sdk.exceptions import AirflowException
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.emr.models import emr_backends
-
-    cluster_id = emr_world["emr"].run_job_flow(
-        Name="refused",
-        ReleaseLabel="emr-7.12.0",
-        Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1},
-        JobFlowRole="fruits-emr-ec2-role",
-        ServiceRole="fruits-emr-service-role",
-    )["JobFlowId"]
     reason = "Service role fruits-emr-service-role has insufficient EC2 permissions"
-    cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cluster_id]
-    cluster.state, cluster.last_state_change_reason = "TERMINATED_WITH_ERRORS", reason
-    teardown = load_dag("fruits_emr", bucket=BUCKET).get_task("terminate_cluster")
-    teardown.job_flow_id = cluster_id
-    with pytest.raises(AirflowException, match=f"TERMINATED_WITH_ERRORS: no code: {reason}$"):
-        teardown.execute({})
+    add_steps = ElasticMapReduceBackend.add_job_flow_steps
+
+    def accept_then_refuse(self, job_flow_id, steps):
+        created = add_steps(self, job_flow_id, steps)
+        cluster = self.clusters[job_flow_id]
+        cluster.state, cluster.last_state_change_reason = "TERMINATED_WITH_ERRORS", reason
+        return created
+
+    monkeypatch.setattr(ElasticMapReduceBackend, "add_job_flow_steps", accept_then_refuse)
+    emr_world["outcomes"]["fruits-featurize"] = "CANCELLED"
+    run, states = run_emr_dag(load_dag, emr_world)
+    assert run.state == "failed" and states["featurize"] == "failed"
+    assert states["terminate_cluster"] == "success" and states["watcher"] == "failed"
+    cluster = only_cluster(emr_world)
+    assert cluster["Status"]["State"] == "TERMINATED_WITH_ERRORS"  # not terminated again
+    ended = f"cluster {cluster['Id']} ended TERMINATED_WITH_ERRORS: no code: {reason}"
+    logged = capfd.readouterr().out
+    assert f"step logs: s3://{BUCKET}/emr-logs/{cluster['Id']}/steps/s-" in logged
+    assert logged.count(ended) >= 2  # the featurize sensor's error and the teardown's log
 
 
 def test_second_sync_uploads_nothing(airflow_db, load_dag, emr_world):
