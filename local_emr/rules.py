@@ -11,11 +11,13 @@ pairs ``(code, message)``; an empty list means EMR would launch the cluster.
 * ``message`` is EMR's kind of ``StateChangeReason.Message``.
 
 The stand-in ends a refused cluster ``TERMINATED_WITH_ERRORS`` with the first refusal
-(``code, message = refusals(...)[0]``). On AWS a few of these (an unknown instance profile, an
-idle timeout out of range) are refused by the ``RunJobFlow`` call itself rather than by the
-cluster; either way the DAG's task log names the problem. Each rule cites where AWS
-documents it. IAM policies are read, not evaluated: conditions are not checked, and only
-``iam:PassRole`` is looked for statement by statement.
+(``code, message = refusals(...)[0]``); :func:`launch_refusals` (when the cluster starts) and
+:func:`bootstrap_refusals` (when its nodes bootstrap) split them by the moment EMR finds
+them. On AWS a few of these (an unknown instance profile, an idle timeout out of range) are
+refused by the ``RunJobFlow`` call itself rather than by the cluster; either way the DAG's
+task log names the problem. Each rule cites where AWS documents it. IAM policies are read,
+not evaluated: conditions are not checked, and only ``iam:PassRole`` is looked for statement
+by statement.
 """
 
 from __future__ import annotations
@@ -78,17 +80,26 @@ class Refusal(NamedTuple):
 def refusals(request: dict[str, Any], *, iam: Any, ec2: Any, s3: Any, region: str) -> list[Refusal]:
     """Everything EMR would refuse in ``request``, validation errors first; empty: accepted.
 
+    :func:`launch_refusals`, then :func:`bootstrap_refusals` (S3 ``HeadObject``).
+    """
+    return [
+        *launch_refusals(request, iam=iam, ec2=ec2, region=region),
+        *bootstrap_refusals(request, s3),
+    ]
+
+
+def launch_refusals(request: dict[str, Any], *, iam: Any, ec2: Any, region: str) -> list[Refusal]:
+    """The :data:`VALIDATION_ERROR` refusals: what stops EMR before it starts a node.
+
     Calls IAM ``GetRole``, ``GetInstanceProfile``, ``ListAttachedRolePolicies``,
     ``ListRolePolicies``/``GetRolePolicy``, ``GetPolicy``/``GetPolicyVersion``; EC2
-    ``DescribeVpcs``, ``DescribeSubnets``, ``DescribeSecurityGroups``; S3 ``HeadObject``.
+    ``DescribeVpcs``, ``DescribeSubnets``, ``DescribeSecurityGroups``.
     """
-    found = [
+    return [
         *request_refusals(request, region),
         *role_refusals(request, iam),
         *network_refusals(request, iam, ec2),
-        *bootstrap_refusals(request, s3),
     ]
-    return sorted(found, key=lambda refusal: refusal.code != VALIDATION_ERROR)
 
 
 # ---- the request alone --------------------------------------------------------------------
