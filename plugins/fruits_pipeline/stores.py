@@ -349,13 +349,18 @@ class _Bounded:
 
 
 class _Progress(BaseSubscriber):
-    """Passes s3transfer's byte counts on, and gives it the listed size (no ``HeadObject``)."""
+    """Passes s3transfer's byte counts on; gives it the listed size and ETag (no ``HeadObject``).
 
-    def __init__(self, size: int, progress: Callable[[int], None]) -> None:
-        self.size, self.progress = size, progress
+    With the ETag, a ranged download asks for that version of the object (``IfMatch``).
+    """
+
+    def __init__(self, entry: Entry, progress: Callable[[int], None]) -> None:
+        self.entry, self.progress = entry, progress
 
     def on_queued(self, future: Any, **kwargs: Any) -> None:
-        future.meta.provide_transfer_size(self.size)
+        future.meta.provide_transfer_size(self.entry.size)
+        if self.entry.etag:
+            future.meta.provide_object_etag(f'"{self.entry.etag}"')
 
     def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
         self.progress(bytes_transferred)
@@ -423,7 +428,7 @@ class Transfers:
             return
         assert isinstance(dest, S3Store) and self._manager is not None
         target = (dest.bucket, dest.object_key(entry.key))
-        subscribers = [_Progress(entry.size, progress)]
+        subscribers = [_Progress(entry, progress)]
         if isinstance(source, LocalStore):
             future = self._manager.upload(
                 str(source.path(entry.key)), *target, UPLOAD_ARGS, subscribers
@@ -452,5 +457,5 @@ class Transfers:
             source.bucket,
             source.object_key(entry.key),
             target,
-            subscribers=[_Progress(entry.size, progress)],
+            subscribers=[_Progress(entry, progress)],
         ).result()

@@ -4,7 +4,9 @@ or moto's server for a sync run in another process and killed mid-copy)."""
 from __future__ import annotations
 
 import io
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -238,12 +240,14 @@ def test_folder_to_s3_compares_etags_without_downloading(tmp_path, s3, big_photo
     assert lake_objects(s3)[changed.relative_to(source).as_posix()] == changed.read_bytes()
 
 
-def test_folder_to_folder_copies_new_and_changed_files_only(tmp_path):
+def test_folder_to_folder_copies_new_and_changed_files_only(tmp_path, caplog):
     source = tmp_path / "landing"
     copy_images(sample_images(GROCERY, 3)[:6], source)
     lake = LocalStore(tmp_path / "lake")
-    first = sync(LocalStore(source), lake)
+    caplog.set_level(logging.INFO, logger="fruits_pipeline.sync")
+    first = sync(LocalStore(source), lake, concurrency=2, progress_every_s=0.001)
     assert (first.copied, first.unchanged) == (6, 0)
+    assert re.search(r"sync progress: \d/6 files, [\d.]+/[\d.]+ MB, [\d.]+ MB/s, ETA", caplog.text)
     again = sync(LocalStore(source), lake)
     assert (again.copied, again.unchanged) == (0, 6)
     changed = sorted(source.glob("*/*.jpg"))[0]
