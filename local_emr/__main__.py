@@ -23,6 +23,11 @@ def parser() -> argparse.ArgumentParser:
         "--master", default="local-cluster[2,1,2048]", help="Spark master of steps (%(default)s)"
     )
     p.add_argument(
+        "--container",
+        action="store_true",
+        help="inside a container: allow --host 0.0.0.0 (compose's private network)",
+    )
+    p.add_argument(
         "--idle-scale",
         type=float,
         default=1.0,
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             master=args.master,
             idle_scale=args.idle_scale,
+            container=args.container,
         ).start()
     except UnsafeEnvironmentError as err:
         print(f"refused: {err}", file=sys.stderr)

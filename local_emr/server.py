@@ -44,6 +44,8 @@ CREDENTIAL_VARIABLES = (
     "AWS_SECURITY_TOKEN",
 )
 PROFILE_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+REGION_DEFAULT = "eu-west-1"
+"""The region the stand-in and its clients default to (GDPR: EU only)."""
 DEFAULT_ACCOUNT = "123456789012"
 """moto's account for the test keys."""
 SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/")
@@ -55,8 +57,20 @@ class UnsafeEnvironmentError(RuntimeError):
     """The stand-in would run with real credentials, or reachable from the network."""
 
 
-def check_environment(environ: Mapping[str, str], host: str) -> None:
+CONTAINER_MARKS = (Path("/.dockerenv"), Path("/run/.containerenv"))
+"""Files Docker and Podman put in a container's root."""
+
+
+def in_container() -> bool:
+    """Whether this process runs in a Docker or Podman container."""
+    return any(mark.exists() for mark in CONTAINER_MARKS)
+
+
+def check_environment(environ: Mapping[str, str], host: str, *, container: bool = False) -> None:
     """Refuse real-looking AWS credentials in ``environ`` and a non-loopback ``host``.
+
+    ``container=True`` lets a stand-in that runs in a container listen on its network
+    interface (compose's private network; the host publishes the port on loopback only).
 
     >>> check_environment({"AWS_ACCESS_KEY_ID": "testing"}, "127.0.0.1")
     >>> check_environment({"AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE"}, "127.0.0.1")
@@ -77,9 +91,10 @@ def check_environment(environ: Mapping[str, str], host: str) -> None:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
-    if not loopback:
+    if not loopback and not (container and in_container()):
         raise UnsafeEnvironmentError(
-            f"bind address {host} is not loopback: the stand-in serves 127.0.0.1 only"
+            f"bind address {host} is not loopback: the stand-in serves 127.0.0.1 only "
+            "(--container, inside a container, allows its private network)"
         )
 
 
@@ -243,6 +258,8 @@ class LocalEmr:
     :param master: Spark master of every step (``local-cluster[workers,cores,MiB]``).
     :param boot_s: seconds a cluster spends starting, and again bootstrapping.
     :param idle_scale: factor on each cluster's ``IdleTimeout`` (tests shorten it).
+    :param environ: the environment checked for credentials (default: this process's).
+    :param container: allow a non-loopback ``host`` when running in a container.
     """
 
     def __init__(
@@ -250,14 +267,15 @@ class LocalEmr:
         port: int = 0,
         *,
         workdir: Path | None = None,
-        region: str = "eu-west-1",
+        region: str = REGION_DEFAULT,
         host: str = "127.0.0.1",
         master: str = "local-cluster[2,1,2048]",
         boot_s: float = 1.0,
         idle_scale: float = 1.0,
         environ: Mapping[str, str] | None = None,
+        container: bool = False,
     ) -> None:
-        check_environment(os.environ if environ is None else environ, host)
+        check_environment(os.environ if environ is None else environ, host, container=container)
         self.host, self.port, self.region = host, port, region
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="local-emr-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]

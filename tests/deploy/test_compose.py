@@ -83,13 +83,41 @@ def test_published_ports_listen_on_loopback_unless_told(compose):
     assert told == ["0.0.0.0:8080:8080"]
 
 
-def test_moto_profile_loads_aws_managed_policies(compose):
-    assert compose["services"]["moto"]["environment"]["MOTO_IAM_LOAD_MANAGED_POLICIES"] == "true"
+def test_local_emr_profile_runs_the_stand_in_from_this_checkout(compose):
+    service = compose["services"]["local-emr"]
+    assert service["profiles"] == ["local-emr"]
+    assert service["build"] == {"context": ".", "target": "local-emr"}
+    assert re.search(r"^FROM \S+ AS local-emr$", DOCKERFILE.read_text(), re.MULTILINE)
+    last_stage = re.findall(r"^FROM (\S+)", DOCKERFILE.read_text(), re.MULTILINE)[-1]
+    assert last_stage.startswith("apache/airflow:")  # the Airflow services' default target
+    command = service["command"]
+    assert command[:3] == ["python", "-m", "local_emr"] and "--container" in command
+    port = command[command.index("--port") + 1]
+    assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert port in " ".join(service["healthcheck"]["test"])
+    env = service["environment"]
+    assert env["MOTO_IAM_LOAD_MANAGED_POLICIES"] == "true"
+    assert env["AWS_ACCESS_KEY_ID"] == env["AWS_SECRET_ACCESS_KEY"] == "testing"
+    mounts = dict(reversed(volume.split(":")[:2]) for volume in service["volumes"])
+    stage = DOCKERFILE.read_text().split("AS local-emr")[1].split("FROM ")[0]
+    python_path = re.search(r"PYTHONPATH=(\S+)", stage).group(1).split(":")
+
+    def on_host(container_path: str) -> Path | None:
+        for target, source in mounts.items():
+            if container_path.startswith(f"{target}/"):
+                return PROJECT_ROOT / source / container_path.removeprefix(f"{target}/")
+        return None
+
+    # The stand-in, its rules (fruits_pipeline) and the jobs' contract are importable.
+    for module in ("local_emr/__main__.py", "fruits_pipeline/config.py", "fruits_jobs/contract.py"):
+        found = [on_host(f"{entry}/{module}") for entry in python_path]
+        assert any(path and path.is_file() for path in found), module
+    assert "local-emr%3A" + port in COMPOSE.read_text()  # the connection the header gives
 
 
 def test_file_is_a_valid_compose_specification(compose):
     spec = PyCompose.from_json(json.dumps(compose)).to_spec()
-    assert set(spec.services) == {*AIRFLOW_SERVICES, "postgres", "airflow-init", "moto"}
+    assert set(spec.services) == {*AIRFLOW_SERVICES, "postgres", "airflow-init", "local-emr"}
 
 
 def test_broken_files_are_refused_by_the_same_check(compose):

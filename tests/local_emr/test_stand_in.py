@@ -34,6 +34,18 @@ def test_refuses_real_credentials_and_non_loopback_addresses(environ, host, name
         LocalEmr(host=host, environ=environ)
 
 
+def test_container_flag_opens_the_network_only_inside_a_container(monkeypatch, tmp_path):
+    from local_emr import server
+
+    monkeypatch.setattr(server, "CONTAINER_MARKS", (tmp_path / ".dockerenv",))
+    with pytest.raises(UnsafeEnvironmentError, match="is not loopback"):
+        LocalEmr(host="0.0.0.0", environ={}, container=True)
+    (tmp_path / ".dockerenv").touch()
+    LocalEmr(host="0.0.0.0", environ={}, container=True)
+    with pytest.raises(UnsafeEnvironmentError, match="is not loopback"):
+        LocalEmr(host="0.0.0.0", environ={})
+
+
 def test_the_fixed_test_keys_on_loopback_are_accepted():
     LocalEmr(host="::1", environ={"AWS_ACCESS_KEY_ID": "testing"})
     LocalEmr(host="localhost", environ={})
