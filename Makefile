@@ -13,7 +13,7 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-sync lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state
+.PHONY: setup demo test bench bench-sync lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan
 
 setup: $(STAMP)
 
@@ -78,6 +78,12 @@ demo: setup
 OUTPUTS ?= $(OUT)/outputs
 lake-state: setup
 	$(BIN)/python -m fruits_pipeline.lake_state "$(OUTPUTS)" $(if $(CLEAN),--clean)
+
+# Cost and duration of an EMR run on the current FRUITS_* settings: IMAGES=N (several: a
+# table), TARGET=minutes recommends a core-node count (fruits_pipeline.planner).
+plan: setup
+	@test -n "$(IMAGES)" || { echo "usage: make plan IMAGES=N [TARGET=minutes]"; exit 2; }
+	$(BIN)/python -m fruits_pipeline.planner --images $(IMAGES) $(if $(TARGET),--target-minutes $(TARGET))
 
 # ---- data for users with internet: a Fruits-360 sample from the dataset's GitHub branch ------
 fetch-fruits360: setup

@@ -1,8 +1,8 @@
 """Fruits! on AWS EMR (eu-west-1): sync, featurize, PCA, validate, and always terminate.
 
-``preflight`` -> ``sync_images`` + ``upload_code`` -> ``create_cluster`` -> featurize step ->
-PCA step -> ``validate_outputs`` -> ``terminate_cluster`` (runs whatever happened) ->
-``watcher`` (fails the run when anything failed). Settings: ``fruits_pipeline.config``.
+``preflight`` -> ``sync_images`` + ``upload_code`` -> ``cost_check`` -> ``create_cluster`` ->
+featurize step -> PCA step -> ``validate_outputs`` -> ``terminate_cluster`` (runs whatever
+happened) -> ``watcher`` (fails the run when anything failed). Settings: ``fruits_pipeline.config``.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ with DAG(
         run,
         go,
         [synced, code],
+        tasks.cost_check(synced, SETTINGS),
         create_cluster,
         *sensed[FEATURIZE],
         *sensed[PCA],

@@ -148,7 +148,6 @@ class Settings:
     job_flow_role: str = "fruits-emr-ec2-role"
     idle_timeout_s: int = 3600
     root_volume_gib: int = 32
-    expected_hours: float = 1.0
     max_cost_eur: float = 10.0
     owner: str = "data-platform"
     weights: str = field(default_factory=default_weights)
@@ -230,21 +229,19 @@ class Settings:
         return f"{self.s3_root}/code/{version}"
 
     # --- cost guard --------------------------------------------------------------------------
-    def estimated_cost_eur(self) -> float:
-        """Cost of one run: the instances' hourly cost times the expected hours.
+    def cluster_eur_per_hour(self, spot: bool | None = None) -> float:
+        """What the cluster costs per hour it runs: the master and the core nodes.
 
         Per instance: EC2 (spot saving on core nodes), EMR's surcharge, its public IPv4
-        address, and its EBS (root volume plus EMR's default data volumes).
+        address, and its EBS (root volume plus EMR's default data volumes). How long a run
+        keeps it up: :func:`fruits_pipeline.planner.estimate`.
+
+        :param spot: core nodes on spot; default ``use_spot``.
         """
+        spot = self.use_spot if spot is None else spot
         return round(
-            sum(
-                count * self.instance_eur_per_hour(kind, spot)
-                for kind, count, spot in (
-                    (self.master_instance_type, 1, False),
-                    (self.core_instance_type, self.core_instance_count, self.use_spot),
-                )
-            )
-            * self.expected_hours,
+            self.instance_eur_per_hour(self.master_instance_type, False)
+            + self.core_instance_count * self.instance_eur_per_hour(self.core_instance_type, spot),
             4,
         )
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from fruits_pipeline import planner
 from fruits_pipeline.config import Settings
 
 PUBLIC_ACCESS_FLAGS = (
@@ -49,13 +50,17 @@ def bucket_problems(s3: Any, bucket: str, region: str) -> list[str]:
     return problems
 
 
-def cost_problems(settings: Settings) -> list[str]:
-    """The run's estimated cost against ``settings.max_cost_eur``."""
-    cost = settings.estimated_cost_eur()
+def cost_problems(settings: Settings, images: int, pca_rows: int | None = None) -> list[str]:
+    """The run's estimated cost (:func:`fruits_pipeline.planner.estimate`) against the limit.
+
+    :param images: images the featurize step will process; ``pca_rows`` as in ``estimate``.
+    """
+    plan = planner.estimate(settings, images, pca_rows)
+    cost = plan.cost(settings.use_spot)
     if cost > settings.max_cost_eur:
         return [
-            f"estimated cost EUR {cost:.2f} ({settings.core_instance_count + 1} x "
-            f"{settings.core_instance_type} for {settings.expected_hours} h) exceeds "
-            f"max_cost_eur {settings.max_cost_eur:.2f}"
+            f"estimated cost EUR {cost:.2f} ({plan.parts()}, EUR "
+            f"{settings.cluster_eur_per_hour():.3f}/h) exceeds max_cost_eur "
+            f"{settings.max_cost_eur:.2f}"
         ]
     return []

@@ -21,7 +21,7 @@ from airflow.sdk import Asset, Param, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from fruits_jobs import contract
-from fruits_pipeline import packaging, preflight, steps
+from fruits_pipeline import packaging, planner, preflight, steps
 from fruits_pipeline.cluster import job_flow_overrides
 from fruits_pipeline.config import EMR_PYTHON, PROJECT_ROOT, Settings
 from fruits_pipeline.stores import open_store
@@ -192,24 +192,43 @@ def sync_images(run: dict, lake: str, settings: Settings) -> dict:
 # --- EMR target ----------------------------------------------------------------------------
 @task(multiple_outputs=True)
 def preflight_emr(settings: Settings) -> dict:
-    """Refuse to start a cluster unless the bucket is EU, encrypted, private, and cost bounded.
+    """Refuse to start a run unless the bucket is EU, encrypted and private.
 
-    Calls ``GetBucketLocation``, ``GetBucketEncryption`` and ``GetPublicAccessBlock``.
+    Calls ``GetBucketLocation``, ``GetBucketEncryption`` and ``GetPublicAccessBlock``. The
+    cost is checked once the images are counted: :func:`cost_check`.
     """
     run = current_run()
     s3 = S3Hook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).get_conn()
     problems = preflight.bucket_problems(s3, settings.bucket, settings.region)
-    problems += preflight.cost_problems(settings)
     if problems:
         raise AirflowFailException("preflight failed: " + "; ".join(problems))
     log.info(
-        "preflight ok: bucket %s in %s, estimated EUR %.2f, batch %s",
-        settings.bucket,
-        settings.region,
-        settings.estimated_cost_eur(),
-        run["batch_id"],
+        "preflight ok: bucket %s in %s, batch %s", settings.bucket, settings.region, run["batch_id"]
     )
     return run
+
+
+@task
+def cost_check(synced: dict, settings: Settings) -> dict:
+    """Refuse to create the cluster when the run's estimated cost exceeds ``max_cost_eur``.
+
+    The estimate (:func:`fruits_pipeline.planner.estimate`) counts the images of the run's
+    source as ``sync_images`` found them, copied or unchanged: what the featurize step
+    processes when each source is synced once (it skips images featurized before), and the
+    rows the PCA refits on. Calls no AWS API.
+    """
+    images = synced["copied"] + synced["unchanged"]
+    problems = preflight.cost_problems(settings, images)
+    if problems:
+        raise AirflowFailException("cost check failed: " + "; ".join(problems))
+    plan = planner.estimate(settings, images)
+    log.info(
+        "cost check ok: EUR %.2f (max_cost_eur %.2f): %s",
+        plan.cost(settings.use_spot),
+        settings.max_cost_eur,
+        plan.parts(),
+    )
+    return {"images": images, "eur": plan.cost(settings.use_spot), "minutes": plan.total_s / 60}
 
 
 @task

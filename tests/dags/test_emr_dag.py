@@ -198,6 +198,16 @@ def test_preflight_refuses_an_unencrypted_bucket_and_starts_nothing(
     assert emr_world["emr"].list_clusters()["Clusters"] == []
 
 
+def test_cost_check_refuses_a_run_over_budget_once_synced_and_starts_nothing(
+    airflow_db, load_dag, emr_world
+):
+    # One image: the planner's fixed start and bootstrap alone cost more than EUR 0.05.
+    run, states = run_emr_dag(load_dag, emr_world, max_cost_eur="0.05")
+    assert run.state == "failed" and states["sync_images"] == "success"
+    assert states["cost_check"] == "failed" and states["create_cluster"] == "upstream_failed"
+    assert emr_world["emr"].list_clusters()["Clusters"] == []
+
+
 ADD_STEPS_PROBE = """
 import json, sys
 import boto3

@@ -39,13 +39,14 @@ def test_settings_come_from_airflow_variables_before_plain_env():
     assert settings.region == "eu-west-1"
 
 
-def test_cost_is_instances_times_prices_times_hours_and_spot_saves_on_core_nodes():
-    on_demand = Settings(core_instance_count=2, expected_hours=2.0)
+def test_hourly_cost_is_instances_times_prices_and_spot_saves_on_core_nodes():
+    on_demand = Settings(core_instance_count=2)
     per_node = config.EC2_EUR_PER_HOUR["m5.xlarge"] + config.EMR_EUR_PER_HOUR["m5.xlarge"]
-    assert on_demand.estimated_cost_eur() > 3 * per_node * 2.0
-    spot = Settings(core_instance_count=2, expected_hours=2.0, use_spot=True)
-    saving = 2 * config.EC2_EUR_PER_HOUR["m5.xlarge"] * config.SPOT_DISCOUNT * 2.0
-    assert spot.estimated_cost_eur() == pytest.approx(on_demand.estimated_cost_eur() - saving)
+    assert on_demand.cluster_eur_per_hour() > 3 * per_node
+    spot = Settings(core_instance_count=2, use_spot=True)
+    saving = 2 * config.EC2_EUR_PER_HOUR["m5.xlarge"] * config.SPOT_DISCOUNT
+    assert spot.cluster_eur_per_hour() == pytest.approx(on_demand.cluster_eur_per_hour() - saving)
+    assert on_demand.cluster_eur_per_hour(spot=True) == spot.cluster_eur_per_hour()
 
 
 def test_cost_counts_each_nodes_public_ipv4_address_and_ebs_volumes():
@@ -54,20 +55,21 @@ def test_cost_counts_each_nodes_public_ipv4_address_and_ebs_volumes():
     # "Instance storage"). Together a few cents an hour for the default three nodes.
     small, big = Settings(root_volume_gib=15), Settings(root_volume_gib=100)
     per_node = config.EC2_EUR_PER_HOUR["m5.xlarge"] + config.EMR_EUR_PER_HOUR["m5.xlarge"]
-    extras = small.estimated_cost_eur() - 3 * per_node
+    extras = small.cluster_eur_per_hour() - 3 * per_node
     ebs = 3 * (15 + 64) * config.EBS_EUR_PER_GIB_MONTH / config.HOURS_PER_MONTH
     assert extras == pytest.approx(3 * config.PUBLIC_IPV4_EUR_PER_HOUR + ebs, abs=1e-4)
     assert 0.02 < extras < 0.1
     more_root = 3 * 85 * config.EBS_EUR_PER_GIB_MONTH / config.HOURS_PER_MONTH
-    assert big.estimated_cost_eur() - small.estimated_cost_eur() == pytest.approx(
+    assert big.cluster_eur_per_hour() - small.cluster_eur_per_hour() == pytest.approx(
         more_root, abs=1e-4
     )
 
 
-def test_cost_guard_names_the_estimate_and_the_limit():
-    assert cost_problems(Settings()) == []
-    (problem,) = cost_problems(Settings(core_instance_count=20, expected_hours=5))
-    assert "exceeds max_cost_eur 10.00" in problem and "21 x m5.xlarge" in problem
+def test_cost_guard_names_the_estimate_its_parts_and_the_limit():
+    assert cost_problems(Settings(), images=1000) == []
+    (problem,) = cost_problems(Settings(core_instance_count=20), images=50_000_000)
+    assert "exceeds max_cost_eur 10.00" in problem and "on 21 x m5.xlarge" in problem
+    assert "50000000 images on 79 vCPUs" in problem and "bootstrap 4.3" in problem
 
 
 def test_unknown_instance_type_is_refused():
