@@ -3,6 +3,7 @@ or moto's server for a sync run in another process and killed mid-copy)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -298,6 +299,16 @@ sync(S3Store(client, "lake", "landing"), LocalStore(Path(sys.argv[2])), concurre
 """
 
 
+def copying(folder: Path, name: str, size: int) -> list[Path]:
+    """The files in ``folder`` named after ``name`` that hold part of its ``size`` bytes."""
+    found = []
+    for path in folder.glob(f"*{name}*"):
+        with contextlib.suppress(FileNotFoundError):  # renamed meanwhile
+            if 0 < path.stat().st_size < size:
+                found.append(path)
+    return found
+
+
 def test_a_sync_killed_mid_copy_leaves_no_partial_image_and_a_rerun_completes(
     tmp_path, moto_server
 ):
@@ -313,17 +324,16 @@ def test_a_sync_killed_mid_copy_leaves_no_partial_image_and_a_rerun_completes(
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and child.poll() is None:
-            partial = [p for p in lake.glob(f"{label}/.0-big.jpg.*{PARTIAL_SUFFIX}")]
-            partial = [p for p in partial if p.stat().st_size]
-            done = [p for p in lake.rglob("*.jpg") if not p.name.startswith(".")]
-            if partial and done:
+            done = [p for p in lake.rglob("*.jpg") if p.name[0] != "." and p.name != "0-big.jpg"]
+            if done and copying(lake / label, "0-big.jpg", len(landing[big])):
+                os.kill(child.pid, signal.SIGKILL)  # the big file half copied, others done
                 break
             time.sleep(0.01)
-        os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL, "the sync ended before it could be killed"
-    assert partial and partial[0].stat().st_size < len(landing[big])  # copying when killed
+    (partial,) = copying(lake / label, "0-big.jpg", len(landing[big]))
+    assert partial.name.startswith(".0-big.jpg.") and partial.name.endswith(PARTIAL_SUFFIX)
     left = {k: v for k, v in files_under(lake).items() if not k.rpartition("/")[2].startswith(".")}
     assert left and all(landing[key] == data for key, data in left.items())  # whole or absent
 
