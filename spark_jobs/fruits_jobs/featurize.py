@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--full-recompute",
         action="store_true",
-        help="delete the features and quarantine of every batch, then featurize all images",
+        help="uncommit and delete every batch, then featurize all images",
     )
     return parser
 
