@@ -133,6 +133,11 @@ def visible(entries: Iterator[Entry]) -> Iterator[Entry]:
             yield entry
 
 
+def _raise(error: OSError) -> None:
+    """``os.walk``'s error handler: an unreadable folder fails the listing, naming itself."""
+    raise error
+
+
 @dataclass
 class LocalStore:
     """A folder on this machine."""
@@ -161,16 +166,20 @@ class LocalStore:
         base = self.root / prefix.rpartition("/")[0]
         if not base.is_dir():
             return
-        for folder, dirs, files in os.walk(base):
+        for folder, dirs, files in os.walk(base, onerror=_raise):
             dirs.sort()
             links = [d for d in dirs if Path(folder, d).is_symlink()]  # listed, not followed
             for name in sorted(files + links):
                 path = Path(folder, name)
                 key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
+                if not key.startswith(prefix):
+                    continue
+                try:
                     info = path.lstat()
-                    regular = stat.S_ISREG(info.st_mode)
-                    yield Entry(key, info.st_size, info.st_mtime_ns, regular=regular)
+                except FileNotFoundError:  # deleted since walked: not an input
+                    continue
+                regular = stat.S_ISREG(info.st_mode)
+                yield Entry(key, info.st_size, info.st_mtime_ns, regular=regular)
 
     def entries(self, prefix: str = "") -> Iterator[Entry]:
         """The visible regular files under ``prefix``."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.exceptions import RetriesExceededError
 
 from fruits_jobs import contract
 from fruits_pipeline.config import SYNC_CONCURRENCY, SYNC_MAX_FILE_BYTES
@@ -243,7 +244,7 @@ def _account(result: SyncResult, entry: Entry, future: Future[bool]) -> None:
         copied = future.result()
     except UnsafeKeyError as error:  # the destination path resolved out of the lake
         result.refuse(entry.key, f"{REASON_UNSAFE}: {error.reason}")
-    except (OSError, BotoCoreError, ClientError) as error:
+    except (OSError, BotoCoreError, ClientError, RetriesExceededError) as error:
         result.fail(entry.key, error)
     else:
         result.copied += copied
