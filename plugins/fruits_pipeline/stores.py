@@ -418,6 +418,9 @@ class Transfers:
           and a copy is made only while the source has the listed ETag. This covers
           multipart ETags, which cannot be compared across two uploads' part sizes;
         * S3, from a folder: the ETag equals :func:`s3_etag` of the local file.
+
+        S3's times are whole seconds: an object replaced by another of the same size within
+        the second it was copied is seen at its next change.
         """
         if held is None or held.size != entry.size:
             return False

@@ -142,7 +142,7 @@ def test_hostile_keys_are_refused_and_reported_and_the_good_photos_synced(
 
 
 def test_a_symlink_in_the_lake_pointing_out_is_not_followed(tmp_path, s3):
-    outside = tmp_path / "outside"
+    outside = tmp_path / "lake-evil"  # its path starts with the lake's: compared as paths
     outside.mkdir()
     (tmp_path / "lake").mkdir()
     (tmp_path / "lake" / "Apple").symlink_to(outside)
