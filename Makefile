@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHROMIUM ?= /usr/bin/chromium
+MARP := docs/slides/node_modules/.bin/marp
 SHARED ?= $(abspath $(CURDIR)/../shared)
 
 # spark-submit finds its Python and Spark through PATH; workers use the same interpreter.
@@ -13,7 +15,7 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-sync lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan
+.PHONY: setup demo test bench bench-sync lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
 
 setup: $(STAMP)
 
@@ -23,6 +25,8 @@ $(STAMP): requirements.lock pyproject.toml
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 	  { echo "installing PostgreSQL for make airflow"; \
 	  apt-get update -qq && apt-get install -y -qq postgresql; }
+	@test -x $(CHROMIUM) || { echo "installing Chromium for make slides (PDF)"; \
+	  apt-get update -qq && apt-get install -y -qq chromium; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -r requirements.lock
@@ -30,7 +34,7 @@ $(STAMP): requirements.lock pyproject.toml
 	  $(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-test: setup
+test: setup $(MARP)
 	$(BIN)/python -m pytest
 
 # Throughput of the featurize job against one plain process, and PCA fit time (idle machine).
@@ -84,6 +88,25 @@ lake-state: setup
 plan: setup
 	@test -n "$(IMAGES)" || { echo "usage: make plan IMAGES=N [TARGET=minutes]"; exit 2; }
 	$(BIN)/python -m fruits_pipeline.planner --images $(IMAGES) $(if $(TARGET),--target-minutes $(TARGET))
+
+# The walkthrough notebook (notebooks/walkthrough.py, jupytext) executed on local Spark: the
+# executed .ipynb, an HTML copy and the run's outputs in NOTEBOOK_OUT; IMAGES, WEIGHTS as for demo.
+NOTEBOOK_OUT ?= $(CURDIR)/out/notebook
+notebook: setup
+	FRUITS_NOTEBOOK_OUTPUT="$(NOTEBOOK_OUT)/outputs" $(if $(IMAGES),FRUITS_IMAGE_SOURCE="$(IMAGES)") \
+	  $(if $(WEIGHTS),FRUITS_WEIGHTS="$(WEIGHTS)") \
+	  $(BIN)/python notebooks/build.py notebooks/walkthrough.py --out "$(NOTEBOOK_OUT)"
+
+# The presentation (docs/slides/slides.md, Marp) as one self-contained HTML and a PDF in
+# SLIDES_OUT; RUN=<output root> of make demo / make notebook first replaces the run it shows.
+SLIDES_OUT ?= $(CURDIR)/out/slides
+$(MARP): docs/slides/package-lock.json
+	npm ci --prefix docs/slides --no-audit --no-fund --silent
+	touch $@
+
+slides: setup $(MARP)
+	CHROME_PATH=$(CHROMIUM) $(BIN)/python docs/slides/build.py --out "$(SLIDES_OUT)" \
+	  $(if $(RUN),--run "$(RUN)")
 
 # ---- data for users with internet: a Fruits-360 sample from the dataset's GitHub branch ------
 fetch-fruits360: setup
