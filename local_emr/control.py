@@ -306,7 +306,13 @@ class ControlPlane:
         tracked.idle_since = time.monotonic()
         if outcome.exit_code == 0:
             step.state = "COMPLETED"
-            log.info("step %s completed in %.1f s", step.id, outcome.seconds)
+            log.info(
+                "step %s completed in %.1f s: %d objects written, %d deleted",
+                step.id,
+                outcome.seconds,
+                len(outcome.written),
+                len(outcome.deleted),
+            )
             return
         step.state = "FAILED"
         step.failure = {"Reason": "Unknown Error.", "Message": outcome.error}

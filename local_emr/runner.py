@@ -270,7 +270,11 @@ class StepRun:
             stdout.touch()
         outcome.seconds = round(time.monotonic() - started, 1)
         with controller.open("a") as out:
-            out.write(f"exit code: {outcome.exit_code}\nseconds: {outcome.seconds}\n")
+            out.write(
+                f"exit code: {outcome.exit_code}\nseconds: {outcome.seconds}\n"
+                f"written to S3: {len(outcome.written)} objects, "
+                f"deleted: {len(outcome.deleted)}\n"
+            )
         outcome.log_folder = self.ship_logs(stdout, stderr, controller)
         return outcome
 

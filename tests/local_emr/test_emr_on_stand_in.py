@@ -1,0 +1,222 @@
+"""``fruits_emr`` run by Airflow (``dag.test``) against the local EMR stand-in, steps for real.
+
+Each step's spark-submit runs on ``local-cluster`` (separate executor JVMs) from the code,
+package zip and weights the DAG uploaded, over the images it synced; moto stands in for the
+AWS API only. Runs share one stand-in and bucket, in the order a user would meet them.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fruits_jobs import contract
+from fruits_pipeline.stores import open_store
+from fruits_pipeline.validation import validate
+from tests.local_emr.conftest import BUCKET, add_images, wait_for
+
+pytestmark = pytest.mark.timeout(1200)
+
+OUTPUT = f"s3://{BUCKET}/outputs"
+ENDED = ("TERMINATED", "TERMINATED_WITH_ERRORS")
+
+
+def clusters(emr: Any) -> dict[str, dict]:
+    """Every cluster of the stand-in, described, by name (``fruits-<batch>``)."""
+    found = {}
+    for listed in emr.list_clusters()["Clusters"]:
+        found[listed["Name"]] = emr.describe_cluster(ClusterId=listed["Id"])["Cluster"]
+    return found
+
+
+def ended(emr: Any, batch: str) -> dict:
+    """The batch's cluster once it has ended (terminate_cluster only asks it to)."""
+    return wait_for(
+        lambda: (c := clusters(emr).get(f"fruits-{batch}")) and c["Status"]["State"] in ENDED and c,
+        timeout=60,
+    )
+
+
+def steps(emr: Any, cluster_id: str) -> dict[str, dict]:
+    """The cluster's steps by name."""
+    return {s["Name"]: s for s in emr.list_steps(ClusterId=cluster_id)["Steps"]}
+
+
+def read(s3: Any, uri: str) -> bytes:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def matrix(text: str) -> tuple[list[str], dict[tuple[str, str], np.ndarray]]:
+    """A PCA CSV as its header and scores keyed by (label, file name)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    header, body = rows[0], rows[1:]
+    scores = {(r[1], r[0].rsplit("/", 1)[-1]): np.array(r[2:], dtype=float) for r in body}
+    return header, scores
+
+
+def csv_keys(keys: list[str], report: dict) -> list[str]:
+    """The current fit's CSV part files among ``keys`` (all of them when fits are not named)."""
+    fit = report.get("fit")
+    return [k for k in keys if k.endswith(".csv") and (not fit or f"/{fit}/" in k)]
+
+
+def s3_csv(s3: Any) -> str:
+    """The current PCA CSV in the bucket."""
+    report = json.loads(read(s3, f"{OUTPUT}/{contract.PCA_REPORT_KEY}"))
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"outputs/{contract.PCA_CSV}/")
+    (key,) = csv_keys([o["Key"] for o in listed.get("Contents", [])], report)
+    return read(s3, f"s3://{BUCKET}/{key}").decode()
+
+
+def s3_matrix(s3: Any) -> tuple[list[str], dict]:
+    return matrix(s3_csv(s3))
+
+
+def csv_paths(s3: Any) -> list[str]:
+    """The image paths the bucket's PCA CSV names (as the jobs wrote them)."""
+    return [row[0] for row in list(csv.reader(io.StringIO(s3_csv(s3))))[1:]]
+
+
+def local_matrix(output: Path) -> tuple[list[str], dict]:
+    report = json.loads((output / contract.PCA_REPORT_KEY).read_text())
+    keys = [str(p) for p in (output / contract.PCA_CSV).rglob("*.csv")]
+    (path,) = csv_keys(keys, report)
+    return matrix(Path(path).read_text())
+
+
+def assert_equal_up_to_sign(ours: dict, theirs: dict) -> None:
+    assert ours.keys() == theirs.keys()
+    a = np.stack([ours[k] for k in sorted(ours)])
+    b = np.stack([theirs[k] for k in sorted(ours)])
+    signs = np.sign(np.sum(a * b, axis=0))  # each component may come out flipped
+    np.testing.assert_allclose(a, b * signs, rtol=1e-3, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def first_batch(dags, stand_in, lake) -> tuple[Any, dict[str, str], dict]:
+    """The first batch's run (16 images): the run, its task states, its ended cluster."""
+    run, states = dags.run("fruits_emr", 20)
+    return run, states, ended(stand_in.client("emr"), "2026-11-20")
+
+
+def test_first_batch_runs_for_real_and_matches_the_local_dag(
+    first_batch, dags, stand_in, lake, tmp_path
+):
+    run, states, cluster = first_batch
+    assert run.state == "success", states
+    assert cluster["Status"]["State"] == "TERMINATED"
+    assert cluster["Status"]["StateChangeReason"]["Code"] == "USER_REQUEST"
+    done = steps(stand_in.client("emr"), cluster["Id"])
+    assert {s["Status"]["State"] for s in done.values()} == {"COMPLETED"}
+    findings = validate(open_store(OUTPUT, lake), "2026-11-20")
+    assert findings.ok, findings
+    for step in done.values():  # EMR's log layout, gzipped
+        folder = f"{cluster['LogUri']}{cluster['Id']}/steps/{step['Id']}/"
+        assert b"spark" in gzip.decompress(read(lake, folder + "stderr.gz")).lower()
+        assert b"fruits_jobs" in gzip.decompress(read(lake, folder + "stdout.gz"))
+
+    header, scores = s3_matrix(lake)
+    assert len(scores) == 16
+    local, local_states = dags.run("fruits_local", 20, local_root=tmp_path / "local")
+    assert local.state == "success", local_states
+    local_header, local_scores = local_matrix(tmp_path / "local" / "outputs")
+    assert header == local_header  # same k
+    assert_equal_up_to_sign(scores, local_scores)
+
+
+def test_a_second_batch_featurizes_only_the_new_images_and_refits_over_all(
+    first_batch, dags, stand_in, lake, images
+):
+    added = add_images(images, per_label=2, skip=8)
+    run, states = dags.run("fruits_emr", 21)
+    assert run.state == "success", states
+    report = json.loads(read(lake, f"{OUTPUT}/{contract.featurize_report_key('2026-11-21')}"))
+    assert (report[contract.R_INPUT], report[contract.R_SKIPPED]) == (added, 16)
+    pca = json.loads(read(lake, f"{OUTPUT}/{contract.PCA_REPORT_KEY}"))
+    assert pca[contract.R_ROWS] == 16 + added
+    assert len(s3_matrix(lake)[1]) == 16 + added
+    assert all(path.startswith(f"s3://{BUCKET}/raw/images/") for path in csv_paths(lake))
+    assert ended(stand_in.client("emr"), "2026-11-21")["Status"]["State"] == "TERMINATED"
+
+
+def test_corrupt_weights_fail_featurize_with_its_error_in_the_step_logs(
+    first_batch, dags, stand_in, lake, capfd
+):
+    emr = stand_in.client("emr")
+    uploaded = [
+        o["Key"]
+        for o in lake.list_objects_v2(Bucket=BUCKET, Prefix="code/")["Contents"]
+        if "/weights/" in o["Key"]
+    ]
+    assert uploaded, "the first run uploads the weights"
+    originals = {key: read(lake, f"s3://{BUCKET}/{key}") for key in uploaded}
+    try:
+        for key in uploaded:  # upload_code sees the object there and does not replace it
+            lake.put_object(Bucket=BUCKET, Key=key, Body=b"\x89HDF\r\n not weights any more")
+        run, states = dags.run("fruits_emr", 22)
+    finally:
+        for key, body in originals.items():
+            lake.put_object(Bucket=BUCKET, Key=key, Body=body)
+    assert run.state == "failed"
+    assert states["featurize"] == "failed" and states["terminate_cluster"] == "success"
+    assert states["watcher"] == "failed"
+    cluster = ended(emr, "2026-11-22")
+    assert cluster["Status"]["State"] == "TERMINATED"
+    step = steps(emr, cluster["Id"])["fruits-featurize"]
+    assert step["Status"]["State"] == "FAILED"
+    folder = f"{cluster['LogUri']}{cluster['Id']}/steps/{step['Id']}/"
+    assert f"step logs: {folder}" in capfd.readouterr().out
+    details = step["Status"]["FailureDetails"]
+    assert details["LogFile"] == folder + "stderr.gz"
+    assert details["Message"].startswith("featurize: error: ")
+    assert "is not MobileNetV2 weights" in details["Message"]
+    # spark-submit merges the Python driver's stderr into its stdout (client mode)
+    assert details["Message"] in gzip.decompress(read(lake, folder + "stdout.gz")).decode()
+
+
+def test_pca_failure_fails_the_run_and_the_cluster_still_ends(first_batch, dags, stand_in, lake):
+    emr = stand_in.client("emr")
+    run, states = dags.run("fruits_emr", 23, conf={"k": 1000})
+    assert run.state == "failed"
+    assert states["featurize"] == "success" and states["pca"] == "failed"
+    assert states["validate_outputs"] == "upstream_failed"
+    cluster = ended(emr, "2026-11-23")
+    assert cluster["Status"]["State"] == "TERMINATED"
+    failed = steps(emr, cluster["Id"])["fruits-pca"]["Status"]
+    assert failed["State"] == "FAILED"
+    assert failed["FailureDetails"]["Message"].startswith("pca: error: --k 1000 exceeds ")
+
+
+def test_a_cluster_that_cannot_bootstrap_ends_with_errors_and_runs_nothing(dags, stand_in, lake):
+    emr = stand_in.client("emr")
+    deleted: list[str] = []
+
+    def delete_the_script_once_the_cluster_starts() -> None:
+        starting = wait_for(
+            lambda: emr.list_clusters(ClusterStates=["STARTING"])["Clusters"], every=0.02
+        )
+        request = stand_in.control.clusters[starting[0]["Id"]].request
+        path = request["BootstrapActions"][0]["ScriptBootstrapAction"]["Path"]
+        lake.delete_object(Bucket=BUCKET, Key=path.removeprefix(f"s3://{BUCKET}/"))
+        deleted.append(path)
+
+    saboteur = threading.Thread(target=delete_the_script_once_the_cluster_starts, daemon=True)
+    saboteur.start()
+    run, states = dags.run("fruits_emr", 24)
+    saboteur.join(timeout=5)
+    assert deleted
+    assert run.state == "failed" and states["terminate_cluster"] == "success"
+    cluster = ended(emr, "2026-11-24")
+    assert cluster["Status"]["State"] == "TERMINATED_WITH_ERRORS"
+    reason = cluster["Status"]["StateChangeReason"]
+    assert reason["Code"] == "BOOTSTRAP_FAILURE" and deleted[0] in reason["Message"]
+    assert {s["Status"]["State"] for s in steps(emr, cluster["Id"]).values()} <= {"CANCELLED"}
