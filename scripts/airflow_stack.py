@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -242,6 +243,7 @@ class AirflowStack:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - one libc call, resolved before fork
             )
 
     def kill_component(self, component: str, sig: signal.Signals = signal.SIGKILL) -> None:
@@ -332,6 +334,19 @@ class AirflowStack:
         raise StackError(
             f"DAGs {sorted(dag_ids)} not parsed in {timeout:.0f} s:\n{self.tail('dag-processor')}"
         )
+
+
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM this service if the stack's process dies (Linux).
+
+    Ctrl-C and SIGTERM go through :meth:`AirflowStack.stop`; this covers a SIGKILL of the
+    stack itself, which would otherwise leave the services running on their own.
+    """
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def descendants(pid: int) -> list[psutil.Process]:

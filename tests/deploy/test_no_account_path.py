@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import psutil
 import pytest
 import yaml
 
-from scripts.airflow_stack import free_port
+from scripts.airflow_stack import Postgres, descendants, free_port
 from tests.conftest import ROOT
 
 
@@ -38,11 +39,32 @@ def wait_for_line(process: subprocess.Popen, text: str, timeout: float) -> list[
     raise AssertionError(f"{text!r} not printed in {timeout:.0f} s:\n" + "\n".join(seen[-30:]))
 
 
+def stack_processes(make: subprocess.Popen, home: Path) -> dict[psutil.Process, str]:
+    """What ``make airflow`` started and is alive, with each command line: its process tree,
+    and PostgreSQL (daemonised by pg_ctl, so found by its data folder)."""
+    tree = {process.pid for process in descendants(make.pid)}
+    return {
+        process: " ".join(process.info["cmdline"])
+        for process in psutil.process_iter(["cmdline"])
+        if process.info["cmdline"]
+        and (process.pid in tree or str(home) in " ".join(process.info["cmdline"]))
+        and alive(process)
+    }
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_make_airflow_serves_the_ui_and_ctrl_c_stops_everything(tmp_path):
     home = Path(tempfile.mkdtemp(prefix="fruits-make-airflow-"))
     home.chmod(0o755)  # PostgreSQL runs as postgres: it must reach its data folder
     port = free_port()
     env = {**os.environ, "AIRFLOW_HOME": str(home), "OUT": str(tmp_path / "out")}
+    started: dict[psutil.Process, str] = {}
     with subprocess.Popen(
         ["make", "--no-print-directory", "airflow", f"PORT={port}"],
         cwd=ROOT,
@@ -55,34 +77,40 @@ def test_make_airflow_serves_the_ui_and_ctrl_c_stops_everything(tmp_path):
         try:
             printed = wait_for_line(make, "Airflow is up", 300)
             assert f"http://localhost:{port}" in printed[-1] and "login admin / " in printed[-1]
-            started = [
-                p
-                for p in psutil.process_iter(["cmdline"])
-                if str(home) in " ".join(p.info["cmdline"] or [])
-            ]
-            assert len(started) >= 5  # postgres + api-server, scheduler, dag-processor, triggerer
+            started = stack_processes(make, home)
+            for service in ("api_server", "scheduler", "dag-processor", "triggerer", "postgres"):
+                assert any(service in command for command in started.values()), started
             os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
             rest = make.communicate(timeout=120)[0]
         finally:
+            started = started or stack_processes(make, home)
             if make.poll() is None:
-                os.killpg(make.pid, signal.SIGKILL)
+                os.killpg(make.pid, signal.SIGINT)
+                try:
+                    make.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(make.pid, signal.SIGKILL)
+            time.sleep(1)
+            left = [p for p in started if alive(p)]
+            stale = [path.name for path in home.rglob("*.pid")]
+            for process in left:
+                process.kill()
+            if (home / "postgres" / "postmaster.pid").exists():
+                Postgres(home / "postgres", 0).stop()
+            shutil.rmtree(home, ignore_errors=True)
     assert "stopped: no process left running" in rest, rest[-2000:]
-    time.sleep(1)
-    left = [
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if str(home) in " ".join(p.info["cmdline"] or [])
-    ]
-    assert left == []
-    assert not list(home.rglob("*.pid")), list(home.rglob("*.pid"))
-    subprocess.run(["rm", "-rf", str(home)], check=False)
+    assert left == [] and stale == []
 
 
 @pytest.fixture
 def moto_server_as_composed():
-    """moto's server on a free loopback port, with the compose file's moto environment."""
+    """moto's server on a free loopback port, with the environment compose gives it.
+
+    (The ``local-emr`` profile's service is moto plus the step runner; its AWS side is this.)
+    """
     spec = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
-    moto_env = {k: str(v) for k, v in spec["services"]["moto"]["environment"].items()}
+    moto_env = {k: str(v) for k, v in spec["services"]["local-emr"]["environment"].items()}
+    assert moto_env["MOTO_IAM_LOAD_MANAGED_POLICIES"] == "true"
     port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],

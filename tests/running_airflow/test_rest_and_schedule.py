@@ -172,4 +172,9 @@ def test_a_backfill_over_two_days_featurizes_each_days_new_images(deployed, sche
     assert day2[contract.R_SKIPPED] == day2[contract.R_DISCOVERED] - second
     pca = deployed.xcom(DAG, ended[1]["dag_run_id"], "validate_outputs")
     assert pca["pca"]["rows"] == pca["feature_rows"] >= first + second  # PCA over all batches
-    assert deployed.api("GET", f"/api/v2/backfills/{backfill}").json()["completed_at"]
+    for _ in range(30):  # the scheduler closes the backfill once its runs have ended
+        if deployed.api("GET", f"/api/v2/backfills/{backfill}").json()["completed_at"]:
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError(f"backfill {backfill} not completed after its runs ended")
