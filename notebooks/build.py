@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,30 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
 log = logging.getLogger(__name__)
+
+NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations are on"
+    r"|cpu_feature_guard|To enable the following instructions|Using incubator modules"
+    r"|log4j2-defaults.properties|Setting default log level|To adjust logging level"
+    r"|WARN (Utils|NativeCodeLoader)"
+)
+"""Start-up chatter the Python workers and the JVM print on stderr (TensorFlow's CPU notes,
+Spark's logging setup): dropped from the written notebook; every other line is kept."""
+
+
+def drop_noise(notebook: nbformat.NotebookNode) -> None:
+    """Remove :data:`NOISE` lines from the cells' stderr, and stderr outputs left empty."""
+    for cell in notebook.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = output["text"].splitlines(keepends=True)
+                output["text"] = "".join(line for line in lines if not NOISE.search(line))
+                if not output["text"].strip():
+                    continue
+            kept.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = kept
 
 
 def build(source: Path, out: Path, timeout_s: int = 3600) -> tuple[Path, Path]:
@@ -40,6 +65,7 @@ def build(source: Path, out: Path, timeout_s: int = 3600) -> tuple[Path, Path]:
     try:
         client.execute()
     finally:
+        drop_noise(notebook)
         nbformat.write(notebook, ipynb)
         body, _ = HTMLExporter().from_notebook_node(notebook)
         html.write_text(body, encoding="utf-8")

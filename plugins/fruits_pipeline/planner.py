@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             print(
-                f"for {args.target_minutes:g} min: {best.nodes - 1} core nodes, "
+                f"for {args.target_minutes:g} min: {best.nodes - 1} core "
+                f"node{'s' if best.nodes > 2 else ''}, "
                 f"{best.total_s / 60:.1f} min, EUR {best.eur:.2f} (spot {best.spot_eur:.2f})"
             )
     return 0
