@@ -24,9 +24,12 @@
 # * **On EMR** (an EMR Studio / EMR notebook PySpark kernel, the cluster made by the
 #   `fruits_emr` DAG or any EMR 7 cluster bootstrapped with
 #   `spark_jobs/bootstrap/install_python_deps.sh`): change the **one cell of URIs** below to
-#   `s3://` URIs and ship the package to the executors
-#   (`spark.sparkContext.addPyFile("s3://<bucket>/code/<version>/fruits_jobs.zip")`, the zip
-#   `upload_code` puts there).
+#   `s3://` URIs. The package must reach the driver and the executors before the imports: on
+#   EMR Studio's PySpark (Livy) kernel, a first cell
+#   `%%configure -f {"conf": {"spark.submit.pyFiles": "s3://<bucket>/code/<version>/fruits_jobs.zip",
+#   "spark.pyspark.python": "/usr/bin/python3.11"}}` (the zip and the Python that `upload_code`
+#   and the bootstrap action put there). There, matplotlib figures show through `%matplot plt`,
+#   and the job's two plots are read from `OUTPUT`'s `_reports/pca/<fit>/`.
 
 # %%
 import os
