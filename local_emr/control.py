@@ -161,8 +161,7 @@ class ControlPlane:
                 return
             tracked.cluster.state = previous_state
             for step in tracked.cluster.steps:
-                running = tracked.running[0] if tracked.running else None
-                if step.state == "RUNNING" and step is not running:
+                if not isinstance(step, LocalStep):  # new: moto made it RUNNING or PENDING
                     self._pend(step)
 
     def terminate(self, cluster_ids: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -191,3 +192,57 @@ def test_terminating_a_running_step_cancels_it_and_stops_every_spark_process(sta
     step = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
     assert step["Status"]["State"] == "CANCELLED"
     assert spark_processes(stand_in.workdir) == []
+
+
+def shell_step(name: str, on_failure: str) -> dict:
+    """A step the stand-in refuses to run (not spark-submit): it fails at once, no Spark."""
+    return {
+        "Name": name,
+        "ActionOnFailure": on_failure,
+        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["bash", "-c", "true"]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("on_failure", "cluster_state"),
+    [
+        ("CONTINUE", "WAITING"),
+        ("CANCEL_AND_WAIT", "WAITING"),
+        ("TERMINATE_CLUSTER", "TERMINATED_WITH_ERRORS"),
+    ],
+)
+def test_steps_run_in_order_and_a_failure_follows_its_action(
+    stand_in, code, lake, on_failure, cluster_state
+):
+    emr = stand_in.client("emr")
+    cluster_id = start_cluster(stand_in, code, f"on-failure-{on_failure.lower()}")
+    first, second = emr.add_job_flow_steps(
+        JobFlowId=cluster_id,
+        Steps=[shell_step("first", on_failure), shell_step("second", "CONTINUE")],
+    )["StepIds"]
+    settled = {"FAILED", "CANCELLED", "COMPLETED"}
+    wait_for(
+        lambda: (
+            emr.describe_step(ClusterId=cluster_id, StepId=second)["Step"]["Status"]["State"]
+            in settled
+        )
+    )
+    cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    assert cluster["Status"]["State"] == cluster_state
+    failed = emr.describe_step(ClusterId=cluster_id, StepId=first)["Step"]["Status"]
+    assert failed["State"] == "FAILED"
+    assert "spark-submit only" in failed["FailureDetails"]["Message"]
+    log = failed["FailureDetails"]["LogFile"]
+    assert log == f"{cluster['LogUri']}{cluster_id}/steps/{first}/stderr.gz"
+    body = lake.get_object(Bucket=BUCKET, Key=log.removeprefix(f"s3://{BUCKET}/"))["Body"]
+    assert b"spark-submit only" in gzip.decompress(body.read())
+    later = emr.describe_step(ClusterId=cluster_id, StepId=second)["Step"]["Status"]
+    if on_failure == "CONTINUE":  # it ran after the first, and failed the same way
+        assert later["State"] == "FAILED" and "FailureDetails" in later
+        assert later["Timeline"]["StartDateTime"] >= failed["Timeline"]["EndDateTime"]
+    else:
+        assert later["State"] == "CANCELLED"
+    if cluster_state == "TERMINATED_WITH_ERRORS":
+        assert cluster["Status"]["StateChangeReason"]["Code"] == "STEP_FAILURE"
+    else:
+        emr.terminate_job_flows(JobFlowIds=[cluster_id])

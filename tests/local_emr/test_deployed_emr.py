@@ -1,0 +1,105 @@
+"""``fruits_emr`` on Airflow as deployed (PostgreSQL, api-server, scheduler, dag-processor,
+triggerer; the step sensors deferred to the triggerer), triggered over REST, against the
+local EMR stand-in: the scheduler and the triggerer are killed while the featurize sensor is
+deferred, then restarted, and the run still completes with its cluster terminated.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from local_emr.server import connection_uri
+from scripts.airflow_stack import AirflowStack, free_port
+from tests.local_emr.conftest import BUCKET, REGION, wait_for
+from tests.running_airflow.conftest import Deployed
+
+pytestmark = pytest.mark.timeout(2400)
+
+DAG = "fruits_emr"
+DEFERRABLE_AWS = importlib.util.find_spec("aiobotocore") is not None
+"""The amazon provider's triggers (every deferred EMR sensor and waiter) need aiobotocore."""
+
+
+@pytest.fixture(scope="module")
+def stack(stand_in, lake, images: Path, weights: Path) -> Iterator[AirflowStack]:
+    """Airflow as compose configures it, pointed at the stand-in; stopped at the end."""
+    base = Path(tempfile.mkdtemp(prefix="fruits-emr-deployed-"))
+    base.chmod(0o755)  # PostgreSQL runs as postgres
+    env = {
+        "AIRFLOW_CONN_AWS_DEFAULT": connection_uri(stand_in.endpoint, REGION),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "FRUITS_BUCKET": BUCKET,
+        "FRUITS_WEIGHTS": str(weights),
+        "FRUITS_IMAGE_SOURCE": str(images),
+        "FRUITS_STEP_POKE_INTERVAL_S": "3",
+    }
+    try:
+        with AirflowStack(base / "airflow_home", port=free_port(), extra_env=env) as running:
+            running.wait_for_dags({DAG})
+            yield running
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def task_state(stack: AirflowStack, run_id: str, task_id: str) -> str | None:
+    path = f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}"
+    return stack.api("GET", path).json().get("state")
+
+
+@pytest.mark.xfail(
+    not DEFERRABLE_AWS,
+    reason="aiobotocore is not in requirements.lock: the triggerer cannot run the provider's EMR "
+    "triggers (ModuleNotFoundError), so every deferred step sensor fails with 'Trigger failure'",
+    run=False,
+    strict=True,
+)
+def test_scheduler_and_triggerer_killed_while_featurize_waits_the_run_still_completes(
+    stack, stand_in
+):
+    # Today's logical date: unpausing then creates no second, scheduled run of the same day.
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    body = {"logical_date": f"{day}T00:00:00Z", "conf": {}}
+    response = stack.api("POST", f"/api/v2/dags/{DAG}/dagRuns", json=body)
+    assert response.status_code == 200, response.text
+    run_id = response.json()["dag_run_id"]
+    assert stack.api("PATCH", f"/api/v2/dags/{DAG}", json={"is_paused": False}).is_success
+
+    wait_for(lambda: task_state(stack, run_id, "featurize") == "deferred", timeout=900, every=2)
+    for component in ("scheduler", "triggerer"):
+        stack.kill_component(component)
+    time.sleep(10)  # the step goes on on the cluster meanwhile
+    for component in ("triggerer", "scheduler"):
+        stack.start_component(component)
+
+    run = wait_for(
+        lambda: (
+            (r := stack.api("GET", f"/api/v2/dags/{DAG}/dagRuns/{run_id}").json())["state"]
+            in ("success", "failed")
+            and r
+        ),
+        timeout=1800,
+        every=5,
+    )
+    assert run["state"] == "success", Deployed(stack, stack.home).explain(DAG, run_id)
+    emr = stand_in.client("emr")
+    (cluster,) = [c for c in emr.list_clusters()["Clusters"] if c["Name"] == f"fruits-{day}"]
+    ended = wait_for(
+        lambda: (
+            (c := emr.describe_cluster(ClusterId=cluster["Id"])["Cluster"])["Status"]["State"]
+            == "TERMINATED"
+            and c
+        ),
+        timeout=120,
+    )
+    assert ended["Status"]["StateChangeReason"]["Code"] == "USER_REQUEST"
+    steps = emr.list_steps(ClusterId=cluster["Id"])["Steps"]
+    assert {s["Status"]["State"] for s in steps} == {"COMPLETED"}
