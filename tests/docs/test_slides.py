@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,16 +20,20 @@ MARP = SLIDES / "node_modules" / ".bin" / "marp"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict:
     """``docs/slides/build.py`` into a temporary folder: the source and what it wrote."""
-    assert MARP.exists(), f"{MARP} missing: make setup / make test run npm ci in {SLIDES}"
+    chrome = Path(os.environ.get("CHROME_PATH", "/usr/bin/chromium"))
+    assert MARP.exists(), f"{MARP} missing: make test runs npm ci in {SLIDES}"
+    assert chrome.exists(), f"{chrome} missing: make setup installs Debian's chromium"
     out = tmp_path_factory.mktemp("slides")
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, str(SLIDES / "build.py"), "--out", str(out)],
-        check=True,
+        check=False,
         cwd=ROOT,
-        env={**os.environ, "CHROME_PATH": os.environ.get("CHROME_PATH", "/usr/bin/chromium")},
+        env={**os.environ, "CHROME_PATH": str(chrome)},
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    assert done.returncode == 0, done.stderr[-3000:]
     return {"source": (SLIDES / "slides.md").read_text(), "out": out}
 
 
