@@ -100,6 +100,7 @@ def describe(emr: Any, batch: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Start the stand-in, bootstrap, run the DAG, print the outputs; stop everything."""
     args = parser().parse_args(argv)
+    args.log.parent.mkdir(parents=True, exist_ok=True)
     with LocalEmr(args.port, workdir=args.workdir) as emr:
         env = {
             **os.environ,

@@ -316,6 +316,7 @@ class LocalEmr:
         from local_emr.control import ControlPlane
         from local_emr.runner import SparkEnv, spark_home
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         moto_app = DomainDispatcherApplication(create_backend_app)
         spark = SparkEnv(
             spark_home(self.workdir / "spark-home"),

@@ -82,7 +82,7 @@ def lake(stand_in: LocalEmr) -> Any:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 grocery photos of each of 2 labels: the first batch's landing folder."""
+    """8 photos of each of 2 labels: the first batch's landing folder."""
     root = tmp_path_factory.mktemp("landing")
     copy_images(sample_images(GROCERY, 8, LABELS), root)
     return root
