@@ -3,10 +3,10 @@
 moto keeps the clusters and steps (``DescribeCluster``, ``ListSteps``... answer from them) but
 never moves them on. :class:`ControlPlane` does, on a thread, as EMR would:
 
-* a new cluster is ``STARTING``; the ``RunJobFlow`` rules of :mod:`local_emr.rules` are
-  checked (a refusal ends it ``TERMINATED_WITH_ERRORS`` with the rule's code and message),
-  then ``BOOTSTRAPPING``: every bootstrap action's script must still exist at its ``s3://``
-  path (else ``BOOTSTRAP_FAILURE``), then ``WAITING``;
+* a new cluster is ``STARTING``; the launch rules of :mod:`local_emr.rules` are checked (a
+  refusal ends it ``TERMINATED_WITH_ERRORS`` with the rule's code and message), then
+  ``BOOTSTRAPPING``: its bootstrap rules, at the moment the nodes would fetch the scripts
+  (``BOOTSTRAP_FAILURE``), then ``WAITING``;
 * steps run one at a time in the order added, ``PENDING`` -> ``RUNNING`` ->
   ``COMPLETED``/``FAILED`` (:mod:`local_emr.runner`), honouring ``ActionOnFailure``;
   a failed step's ``Status.FailureDetails`` holds its one-line error and its ``stderr.gz``;
@@ -212,17 +212,16 @@ class ControlPlane:
             self._finish_termination(tracked)
 
     def _start(self, tracked: Tracked) -> None:
-        refused = rules.refusals(tracked.request, **self._rule_clients(tracked.region))
+        clients = self.clients(tracked.region)
+        refused = rules.launch_refusals(
+            tracked.request, iam=clients["iam"], ec2=clients["ec2"], region=tracked.region
+        )
         if refused:
             self._end(tracked, refused[0].code, refused[0].message)
             return
         with self.lock:
             if tracked.state == "STARTING":
                 tracked.cluster.state = "BOOTSTRAPPING"
-
-    def _rule_clients(self, region: str) -> dict[str, Any]:
-        clients = self.clients(region)
-        return {"iam": clients["iam"], "ec2": clients["ec2"], "s3": clients["s3"], "region": region}
 
     def _bootstrap(self, tracked: Tracked) -> None:
         """The nodes download the bootstrap scripts now: the rules' check, at this moment."""

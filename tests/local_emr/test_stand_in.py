@@ -246,3 +246,21 @@ def test_steps_run_in_order_and_a_failure_follows_its_action(
         assert cluster["Status"]["StateChangeReason"]["Code"] == "STEP_FAILURE"
     else:
         emr.terminate_job_flows(JobFlowIds=[cluster_id])
+
+
+def test_a_request_emr_would_refuse_ends_the_cluster_with_its_validation_error(stand_in, code):
+    emr = stand_in.client("emr")
+    request = job_flow_overrides(Settings(bucket=BUCKET, region=REGION), "refused", code)
+    request["ReleaseLabel"] = "emr-5.36.0"
+    cluster_id = emr.run_job_flow(**request)["JobFlowId"]
+    status = wait_for(
+        lambda: (
+            (s := emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"])["State"]
+            not in ("STARTING", "BOOTSTRAPPING")
+            and s
+        ),
+        timeout=30,
+    )
+    assert status["State"] == "TERMINATED_WITH_ERRORS"
+    assert status["StateChangeReason"]["Code"] == "VALIDATION_ERROR"
+    assert "emr-5.36.0" in status["StateChangeReason"]["Message"]
