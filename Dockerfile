@@ -23,4 +23,5 @@ COPY requirements.lock /tmp/requirements.lock
 RUN pip install --no-cache-dir \
       "apache-airflow==${AIRFLOW_VERSION}" \
       "apache-airflow-providers-amazon==9.39.0" \
+      "aiobotocore==3.10.0" \
       --constraint /tmp/requirements.lock
