@@ -1,4 +1,4 @@
-"""One Airflow as deployed for the whole test session: PostgreSQL + api-server, scheduler,
+"""One Airflow as deployed for the tests of this folder: PostgreSQL + api-server, scheduler,
 dag-processor, triggerer (LocalExecutor), configured by docker-compose.yaml; driven over REST.
 """
 
@@ -73,9 +73,9 @@ class Deployed:
         return self.api("GET", path, params={"deserialize": True}).json()["value"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deployed(weights_file: Path) -> Iterator[Deployed]:
-    """Started once; every process and the PostgreSQL cluster are stopped at the end."""
+    """Started once for this folder's tests; every process and PostgreSQL stop after them."""
     # Not under pytest's tmp folder: it is private to root, and PostgreSQL runs as postgres.
     base = Path(tempfile.mkdtemp(prefix="fruits-deployed-"))
     base.chmod(0o755)
