@@ -212,29 +212,37 @@ class ControlPlane:
             self._finish_termination(tracked)
 
     def _start(self, tracked: Tracked) -> None:
+        """The instances launch now: the launch rules' check (IAM, EC2), at this moment."""
         clients = self.clients(tracked.region)
         refused = rules.launch_refusals(
             tracked.request, iam=clients["iam"], ec2=clients["ec2"], region=tracked.region
         )
-        if refused:
-            self._end(tracked, refused[0].code, refused[0].message)
-            return
-        with self.lock:
-            if tracked.state == "STARTING":
-                tracked.cluster.state = "BOOTSTRAPPING"
+        self._move(tracked, refused, "STARTING", "BOOTSTRAPPING")
 
     def _bootstrap(self, tracked: Tracked) -> None:
         """The nodes download the bootstrap scripts now: the rules' check, at this moment."""
         refused = rules.bootstrap_refusals(tracked.request, self.clients(tracked.region)["s3"])
+        if self._move(tracked, refused, "BOOTSTRAPPING", "WAITING"):
+            log.info("cluster %s waiting", tracked.cluster.id)
+
+    def _move(
+        self, tracked: Tracked, refused: list[rules.Refusal], source: str, target: str
+    ) -> bool:
+        """End ``tracked`` on the first of ``refused``, else move it ``source`` -> ``target``.
+
+        :returns: whether it moved (not if refused, or terminated meanwhile).
+        """
         if refused:
             self._end(tracked, refused[0].code, refused[0].message)
-            return
+            return False
         with self.lock:
-            if tracked.state == "BOOTSTRAPPING":
-                tracked.cluster.state = "WAITING"
+            if tracked.state != source:
+                return False
+            tracked.cluster.state = target
+            if target == "WAITING":
                 tracked.cluster.ready_datetime = now()
                 tracked.idle_since = time.monotonic()
-        log.info("cluster %s waiting", tracked.cluster.id)
+        return True
 
     def _work(self, tracked: Tracked) -> None:
         with self.lock:

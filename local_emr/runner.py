@@ -14,7 +14,9 @@ What happens, in order (:meth:`StepRun.run`):
    the stand-in through ``AWS_ENDPOINT_URL`` with its fixed test keys.
 3. spark-submit runs in its own session (process group) with a minimal environment; its
    stdout and stderr go to files, then gzipped to ``<LogUri><cluster>/steps/<step>/``
-   (``stdout.gz``, ``stderr.gz``, and ``controller.gz`` with the command and exit code).
+   (``stdout.gz``, ``stderr.gz``, and ``controller.gz`` with the command and exit code);
+   each executor's ``stdout`` and ``stderr`` to ``<LogUri><cluster>/containers/<app>/<id>/``
+   (EMR's folders for YARN containers; here Spark standalone's application and executor ids).
 4. What the step changed in the staged buckets is written back to S3.
 """
 
@@ -47,6 +49,8 @@ JOB_ERROR = re.compile(r"^[\w.-]+: error: ")
 """argparse's and the jobs' one-line error: ``featurize: error: ...``."""
 PYTHON_ERROR = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 """The last line of a Python traceback."""
+APP_ID = re.compile(r"Connected to Spark cluster with app ID (app-[\w-]+)")
+"""The driver's log line naming its application: its executors' folder in Spark's ``work/``."""
 KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "JAVA_HOME", "TZ")
 """Host variables a step inherits; everything else (AWS, Airflow, FRUITS_*) stays out."""
 
@@ -312,13 +316,24 @@ class StepRun:
             self._kill_group(signal.SIGKILL)
 
     def ship_logs(self, stdout: Path, stderr: Path, controller: Path) -> str | None:
-        """Gzip the step's files to ``<LogUri><cluster>/steps/<step>/``; that folder's URI."""
+        """Gzip the step's files to ``<LogUri><cluster>/steps/<step>/``; that folder's URI.
+
+        The executors' files go to ``containers/<app>/<executor>/`` beside ``steps/``.
+        """
         if not self.log_uri:
             return None
         bucket, _, prefix = self.log_uri.removeprefix("s3://").partition("/")
         folder = f"{prefix}{self.cluster_id}/steps/{self.step_id}/"
         for path in (stdout, stderr, controller):
             gzip_to(self.stage.s3, path, bucket, f"{folder}{path.name}.gz")
+        app = APP_ID.search(stderr.read_text(errors="replace"))
+        if app:
+            work = self.spark.spark_home / "work" / app[1]
+            containers = f"{prefix}{self.cluster_id}/containers/{app[1]}"
+            for path in sorted(work.glob("*/std*")):
+                key = f"{containers}/{path.parent.name}/{path.name}.gz"
+                gzip_to(self.stage.s3, path, bucket, key)
+            remove(work)
         return f"s3://{bucket}/{folder}"
 
 

@@ -1,15 +1,16 @@
-"""The local DAG run by Airflow (``dag.test``, SQLite) on real photos: real Spark, real Keras."""
+"""The local DAG run by Airflow (``dag.test``, SQLite): its checks before any Spark job.
+
+Whole runs of it (two daily batches, quarantine, refit over all) are run by the deployed
+Airflow in ``tests/running_airflow``, as users run them.
+"""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
-from fruits_jobs import contract
-from tests.conftest import GROCERY, copy_images, labels, sample_images
+from tests.conftest import GROCERY
 
 
 def run_local(dag, day: int, **conf):
@@ -17,39 +18,9 @@ def run_local(dag, day: int, **conf):
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
-def report(root: Path, name: str) -> dict:
-    return json.loads((root / "outputs" / contract.REPORTS / name).read_text())
-
-
 @pytest.fixture
 def local_dag(load_dag, tmp_path, weights_file):
     return load_dag("fruits_local", local_root=tmp_path / "local", weights=weights_file)
-
-
-def test_two_daily_batches_featurize_only_new_images_and_refit_on_all(local_dag, tmp_path):
-    source = tmp_path / "landing"
-    day1_labels, day2_labels = labels(GROCERY, 5)[:3], labels(GROCERY, 5)[3:]
-    copy_images(sample_images(GROCERY, 4, day1_labels), source)
-    (source / day1_labels[0] / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
-
-    run, states = run_local(local_dag, 20, image_source=str(source))
-    assert run.state == "success", states
-    day1 = report(tmp_path / "local", "featurize-2026-11-20.json")
-    assert (day1["input"], day1["featurized"], day1["quarantined"]) == (13, 12, 1)
-    assert report(tmp_path / "local", "pca.json")["rows"] == 12
-
-    copy_images(sample_images(GROCERY, 4, day2_labels), source)
-    run, states = run_local(local_dag, 21, image_source=str(source), k=5)
-    assert run.state == "success", states
-    day2 = report(tmp_path / "local", "featurize-2026-11-21.json")
-    assert (day2["discovered"], day2["skipped_existing"], day2["featurized"]) == (21, 13, 8)
-    pca = report(tmp_path / "local", "pca.json")
-    assert (pca["rows"], pca["k"], pca["batches"]) == (20, 5, ["2026-11-20", "2026-11-21"])
-    lake = tmp_path / "local" / "lake"
-    assert len(list(lake.rglob("*.jpg"))) == 21
-    csv_folder = contract.fit_key(contract.PCA_CSV, pca["fit"])
-    (csv_file,) = (tmp_path / "local" / "outputs" / csv_folder).glob("*.csv")
-    assert len(csv_file.read_text().splitlines()) == 21  # header + 20 images
 
 
 def test_dry_run_checks_and_stops(local_dag, tmp_path):

@@ -1,7 +1,9 @@
 """``fruits_emr`` on Airflow as deployed (PostgreSQL, api-server, scheduler, dag-processor,
 triggerer; the step sensors deferred to the triggerer), triggered over REST, against the
 local EMR stand-in: the scheduler and the triggerer are killed while the featurize sensor is
-deferred, then restarted, and the run still completes with its cluster terminated.
+deferred, then restarted, and the run still completes with its cluster terminated. Then a
+second run loses its whole Airflow for good just after launching its cluster: the cluster's
+idle timeout ends it.
 """
 
 from __future__ import annotations
@@ -103,3 +105,34 @@ def test_scheduler_and_triggerer_killed_while_featurize_waits_the_run_still_comp
     assert ended["Status"]["StateChangeReason"]["Code"] == "USER_REQUEST"
     steps = emr.list_steps(ClusterId=cluster["Id"])["Steps"]
     assert {s["Status"]["State"] for s in steps} == {"COMPLETED"}
+
+
+def test_airflow_gone_for_good_after_the_launch_the_idle_timeout_ends_the_cluster(
+    stack, stand_in, monkeypatch
+):
+    emr = stand_in.client("emr")
+    body = {"logical_date": None, "conf": {"batch_id": "airflow-gone"}}
+    assert stack.api("POST", f"/api/v2/dags/{DAG}/dagRuns", json=body).status_code == 200
+    (cluster,) = wait_for(
+        lambda: emr.list_clusters(ClusterStates=["STARTING", "BOOTSTRAPPING", "WAITING"])[
+            "Clusters"
+        ],
+        timeout=600,
+        every=0.5,
+    )
+    assert cluster["Name"] == "fruits-airflow-gone"
+    for component in list(stack.processes):  # SIGKILL: Airflow's machine is gone
+        stack.kill_component(component)
+    monkeypatch.setattr(stand_in.control, "idle_scale", 5 / 3600)  # the DAG's 3600 s -> 5 s
+    ended = wait_for(
+        lambda: (
+            (c := emr.describe_cluster(ClusterId=cluster["Id"])["Cluster"])["Status"]["State"]
+            == "TERMINATED"
+            and c
+        ),
+        timeout=120,
+    )
+    reason = ended["Status"]["StateChangeReason"]
+    assert reason["Code"] == "ALL_STEPS_COMPLETED"
+    assert "AutoTerminationPolicy IdleTimeout 3600 s" in reason["Message"]
+    assert emr.list_steps(ClusterId=cluster["Id"])["Steps"] == []  # Airflow added none

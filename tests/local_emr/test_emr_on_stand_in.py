@@ -123,6 +123,17 @@ def test_first_batch_runs_for_real_and_matches_the_local_dag(
         folder = f"{cluster['LogUri']}{cluster['Id']}/steps/{step['Id']}/"
         assert b"spark" in gzip.decompress(read(lake, folder + "stderr.gz")).lower()
         assert b"fruits_jobs" in gzip.decompress(read(lake, folder + "stdout.gz"))
+    log_bucket, _, log_prefix = cluster["LogUri"].removeprefix("s3://").partition("/")
+    containers = f"{log_prefix}{cluster['Id']}/containers/"
+    listed = lake.list_objects_v2(Bucket=log_bucket, Prefix=containers)["Contents"]
+    ran = {  # (application, executor) of each executor log that shows a task run
+        tuple(o["Key"].removeprefix(containers).split("/")[:2])
+        for o in listed
+        if o["Key"].endswith("/stderr.gz")
+        and b"Finished task" in gzip.decompress(read(lake, f"s3://{log_bucket}/{o['Key']}"))
+    }
+    assert len({app for app, _ in ran}) == len(done), ran  # one application a step
+    assert len(ran) >= len(done) + 1, ran  # and more than one executor at work
 
     header, scores = s3_matrix(lake)
     assert len(scores) == 16
@@ -194,6 +205,42 @@ def test_pca_failure_fails_the_run_and_the_cluster_still_ends(first_batch, dags,
     failed = steps(emr, cluster["Id"])["fruits-pca"]["Status"]
     assert failed["State"] == "FAILED"
     assert failed["FailureDetails"]["Message"].startswith("pca: error: --k 1000 exceeds ")
+
+
+def test_an_output_lost_before_validation_fails_the_run_and_the_cluster_still_ends(
+    first_batch, dags, stand_in, lake, capfd
+):
+    """Both steps succeed, but a plot of the new fit never reaches S3 (lost on the node)."""
+    emr = stand_in.client("emr")
+    plots = f"outputs/{contract.PLOTS}/"
+    listed = lake.list_objects_v2(Bucket=BUCKET, Prefix=plots).get("Contents", [])
+    old_fits = {o["Key"].removeprefix(plots).split("/")[0] for o in listed}
+    lost: list[Path] = []
+
+    def lose_the_new_fits_scatter_plot() -> list[Path]:
+        for path in stand_in.workdir.glob(f"**/{BUCKET}/{plots}*/{contract.PCA_PLOTS[1]}"):
+            if path.parent.name not in old_fits:
+                path.unlink()  # before the step ends, so before its files go to S3
+                lost.append(path)
+        return lost
+
+    saboteur = threading.Thread(
+        target=lambda: wait_for(lose_the_new_fits_scatter_plot, timeout=600, every=0.05),
+        daemon=True,
+    )
+    saboteur.start()
+    run, states = dags.run("fruits_emr", 25)
+    saboteur.join(timeout=5)
+    assert lost, "the new fit's plot was never seen in the staged bucket"
+    assert run.state == "failed"
+    assert states["featurize"] == states["pca"] == "success"
+    assert states["validate_outputs"] == "failed" and states["terminate_cluster"] == "success"
+    fit = lost[0].parent.name
+    missing = f"s3://{BUCKET}/outputs/{contract.plot_key(fit, contract.PCA_PLOTS[1])} is absent"
+    assert missing in capfd.readouterr().out  # the task log names the missing object
+    cluster = ended(emr, "2026-11-25")
+    assert cluster["Status"]["State"] == "TERMINATED"
+    assert {s["Status"]["State"] for s in steps(emr, cluster["Id"]).values()} == {"COMPLETED"}
 
 
 def test_a_cluster_that_cannot_bootstrap_ends_with_errors_and_runs_nothing(dags, stand_in, lake):

@@ -140,6 +140,8 @@ def test_a_backfill_over_two_days_featurizes_each_days_new_images(deployed, sche
     days = ["2026-10-01", "2026-10-02"]
     first = land(deployed.landing / days[0], CLASSES[4:6], 0, 3)
     second = land(deployed.landing / days[1], CLASSES[4:6], 3, 2)
+    broken = deployed.landing / days[0] / CLASSES[4] / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 cut short")
     response = deployed.api(
         "POST",
         "/api/v2/backfills",
@@ -167,11 +169,14 @@ def test_a_backfill_over_two_days_featurizes_each_days_new_images(deployed, sche
     ]
     assert [r["logical_date"][:10] for r in ended] == days
     day1, day2 = (featurize_report(deployed, day) for day in days)
-    assert day1[contract.R_FEATURIZED] == first
+    assert (day1[contract.R_FEATURIZED], day1[contract.R_QUARANTINED]) == (first, 1)
     assert day2[contract.R_FEATURIZED] == second  # only the second day's new images
     assert day2[contract.R_SKIPPED] == day2[contract.R_DISCOVERED] - second
     pca = deployed.xcom(DAG, ended[1]["dag_run_id"], "validate_outputs")
     assert pca["pca"]["rows"] == pca["feature_rows"] >= first + second  # PCA over all batches
+    csv_folder = deployed.root / "outputs" / contract.fit_key(contract.PCA_CSV, pca["pca"]["fit"])
+    (csv_file,) = csv_folder.glob("*.csv")
+    assert len(csv_file.read_text().splitlines()) == 1 + pca["pca"]["rows"]
     for _ in range(30):  # the scheduler closes the backfill once its runs have ended
         if deployed.api("GET", f"/api/v2/backfills/{backfill}").json()["completed_at"]:
             break

@@ -39,6 +39,11 @@ from tests.conftest import GROCERY, ROOT, copy_images, labels, sample_images
 MASTER = "local[2,4]"
 """Two cores, and a failed task retried up to 4 times, as on a cluster (``local[2]``: once)."""
 POLL_S = 0.005
+PYTHON_TASK_STARTED = re.compile(
+    r"Starting Python task execution - task \S+ in stage (\d+) \(TID (\d+)"
+)
+PYTHON_TASK_RETURNED = re.compile(r"Times: .* in stage \d+ \(TID (\d+)")
+"""The executor's log lines for a Python task handed to its worker, and its worker's return."""
 
 
 class Lake:
@@ -235,25 +240,37 @@ def test_killed_after_the_data_before_the_report(spark, lake):
     rerun_featurize(spark, lake)
 
 
+def featurize_tasks_in_flight(log: str) -> set[str]:
+    """TIDs of Python tasks started after the workers' preparing stage and not yet returned."""
+    prepare = re.search(r"Adding task set (\d+)\.\d+ with 2 tasks", log)  # one task a slot
+    if not prepare:
+        return set()
+    started = {tid for stage, tid in PYTHON_TASK_STARTED.findall(log) if stage != prepare[1]}
+    return started - set(PYTHON_TASK_RETURNED.findall(log))
+
+
 def test_python_worker_killed_mid_task_is_retried_without_duplicates(spark, lake):
-    """After the workers are prepared, the only Python work left is the featurize UDF's."""
+    """After the workers are prepared, the only Python work left is the featurize UDF's.
+
+    The workers are frozen (SIGSTOP) while the log shows a featurize task in flight, and
+    killed only if it is still in flight then: a frozen worker cannot return its task, so
+    the kill cannot land between two tasks, on an idle worker (featurize tasks take ~0.3 s).
+    """
     job = Job(lake, "featurize", lake.featurize_args("b1"), "worker-killed")
-    cpu: dict[int, float] = {}
-    busy: list[psutil.Process] = []
 
-    def featurize_task_running() -> bool:
-        log = job.log.read_text(errors="replace")
-        prepare = re.search(r"Adding task set (\S+) with 2 tasks", log)  # one task a slot
-        if not prepare or not re.search(rf"in stage {prepare[1]} \(TID .*\(2/2\)", log):
+    def killed_mid_task() -> bool:
+        if not featurize_tasks_in_flight(job.log.read_text(errors="replace")):
             return False
-        for worker in job.python_workers():
-            used = sum(worker.cpu_times()[:2])
-            if used - cpu.setdefault(worker.pid, used) > 0.2:
-                busy.append(worker)
-        return bool(busy)
+        workers = job.python_workers()
+        for worker in workers:
+            worker.suspend()
+        time.sleep(0.5)  # lets the executor log a task its worker returned just before
+        landed = bool(featurize_tasks_in_flight(job.log.read_text(errors="replace")))
+        for worker in workers:
+            worker.kill() if landed else worker.resume()
+        return landed
 
-    job.wait_for(featurize_task_running, "a Python worker featurizing")
-    busy[0].send_signal(signal.SIGKILL)
+    job.wait_for(killed_mid_task, "a featurize task in flight")
     assert job.finish() == 0, job.tail()
     log = job.log.read_text(errors="replace")
     assert re.search(r"Lost task \S+ in stage", log), "no task failed: the kill missed"
