@@ -59,6 +59,12 @@ class StepRefusedError(Exception):
     """The step is not something the stand-in runs (not ``command-runner.jar spark-submit``)."""
 
 
+QUICK_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+"""JVM options of the stand-in's drivers and executors: the C1 compiler only and the serial
+collector, for JVMs that live seconds on a small machine (a featurize step on 2 cores: 26 s
+and 29 CPU-s instead of 37 s and 53 CPU-s)."""
+
+
 @dataclass(frozen=True)
 class SparkEnv:
     """How this machine runs Spark for the stand-in.
@@ -66,11 +72,13 @@ class SparkEnv:
     :param spark_home: a folder laid out as ``SPARK_HOME`` (its ``work/`` gets executor logs).
     :param python: the interpreter of the driver and of every Python worker.
     :param master: the Spark master of every step, never ``local[*]``.
+    :param java_options: JVM options of the driver and of every executor.
     """
 
     spark_home: Path
     python: str
     master: str = "local-cluster[2,1,2048]"
+    java_options: str = QUICK_JVM
 
     @property
     def submit(self) -> str:
@@ -230,6 +238,7 @@ class StepRun:
             SPARK_HOME=str(self.spark.spark_home),
             PYSPARK_PYTHON=self.spark.python,
             PYSPARK_DRIVER_PYTHON=self.spark.python,
+            SPARK_SUBMIT_OPTS=self.spark.java_options,
             SPARK_LOCAL_IP="127.0.0.1",
             TF_CPP_MIN_LOG_LEVEL="2",
             AWS_ACCESS_KEY_ID="testing",
@@ -248,6 +257,10 @@ class StepRun:
         confs = dict(self.spark_defaults)
         confs.update(hadoop_confs({b: self.stage.folder(b) for b in buckets}))
         confs["spark.ui.showConsoleProgress"] = "false"
+        executor_options = (
+            f"{confs.get('spark.executor.extraJavaOptions', '')} {self.spark.java_options}"
+        )
+        confs["spark.executor.extraJavaOptions"] = executor_options.strip()
         return local_command(self.args, self.spark, self.emr_python, confs)
 
     def run(self) -> StepOutcome:

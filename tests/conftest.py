@@ -8,6 +8,7 @@ labels with :func:`labels`, never by name, so either tree serves them.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import io
 import os
 import shutil
@@ -20,6 +21,7 @@ import pytest
 from PIL import Image
 
 from fruits_pipeline.config import SAMPLE_IMAGES
+from local_emr.runner import QUICK_JVM
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FRUITS_SHARED", ROOT.parent / "shared"))
@@ -31,13 +33,21 @@ HAS_SHARED_PHOTOS = SHARED_GROCERY.is_dir() and SHARED_FRUITS360.is_dir()
 def _grocery_like(sample: Path) -> Path:
     """The sample's class folders as ``<Label>/<file>.jpg`` beside its attribution files.
 
-    A throwaway copy (96 small images), removed at exit: the grocery photos' layout.
+    One read-only copy (96 small images) per version of the sample in the temporary folder,
+    made by an atomic rename and shared by every test process: a killed one leaves none behind.
     """
-    root = Path(tempfile.mkdtemp(prefix="fruits-grocery-like-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    shutil.copytree(sample / "Training", root, dirs_exist_ok=True)
+    version = hashlib.sha256((sample / "MANIFEST.csv").read_bytes()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"fruits-grocery-like-{version}"
+    if root.is_dir():
+        return root
+    building = Path(tempfile.mkdtemp(prefix=f"{root.name}.", dir=root.parent))
+    shutil.copytree(sample / "Training", building, dirs_exist_ok=True)
     for name in ("ATTRIBUTION.md", "LICENSE"):
-        shutil.copy2(sample / name, root)
+        shutil.copy2(sample / name, building)
+    try:
+        building.rename(root)
+    except OSError:  # another test process made it first
+        shutil.rmtree(building, ignore_errors=True)
     return root
 
 
@@ -47,6 +57,9 @@ FRUITS360 = SHARED_FRUITS360 if HAS_SHARED_PHOTOS else SAMPLE_IMAGES
 """``Training/<Class>/<file>.jpg`` beside ``ATTRIBUTION.md`` and ``LICENSE``."""
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Every Spark JVM the tests start (in-process, spark-submit, Airflow's tasks) lives seconds on
+# little data: C1 only and the serial collector halve its CPU. The jobs run the same.
+os.environ.setdefault("SPARK_SUBMIT_OPTS", QUICK_JVM)
 # Airflow reads its configuration on first import: point it at a throwaway home and our folders.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="fruits-airflow-")
 atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
