@@ -88,7 +88,7 @@ needs_real_weights = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real ImageNet weights when shared/ has them, else a seeded MobileNetV2 saved to .h5.
+    """Real ImageNet weights when shared/ has them, else a seeded MobileNetV2 saved as HDF5.
 
     Either way the job's loading and broadcast path runs on a real weights file. The seeded
     net's batch-norm statistics are those of a dozen photos (one pass in training mode with
@@ -110,8 +110,9 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.0
     net(np.stack([decode(p.read_bytes(), 224) for p in sample_images(GROCERY, 2)]), training=True)
-    path = tmp_path_factory.mktemp("weights") / "seeded_mobilenet_v2.weights.h5"
-    net.save_weights(path)
+    # Keras' HDF5 layout, as the Keras hub's files: the jobs read it with h5py, no TensorFlow.
+    path = tmp_path_factory.mktemp("weights") / "seeded_mobilenet_v2.h5"
+    net.save(path)
     return path
 
 

@@ -31,13 +31,19 @@ def run_job(
 
     ``run`` returns the job's report; a :class:`~fruits_jobs.errors.JobError` prints
     ``<name>: error: <message>`` on stderr, nothing more (argparse does the same for bad flags).
+    The line also goes to the driver JVM's stderr, beside Spark's own log: spark-submit merges
+    the Python driver's stderr into its stdout, and an EMR step's error is looked for in
+    ``stderr.gz`` (the driver container's, in cluster mode).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = parser.parse_args(argv)
+    spark = session(f"fruits-{name}")
     try:
-        run(session(f"fruits-{name}"), args)
+        run(spark, args)
     except JobError as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
+        line = f"{name}: error: {err}"
+        print(line, file=sys.stderr)
+        spark.sparkContext._jvm.java.lang.System.err.println(line)  # py4j: the JVM of the driver
         return 2
     return 0
 

@@ -190,8 +190,10 @@ def test_corrupt_weights_fail_featurize_with_its_error_in_the_step_logs(
     assert details["LogFile"] == folder + "stderr.gz"
     assert details["Message"].startswith("featurize: error: ")
     assert "is not MobileNetV2 weights" in details["Message"]
-    # spark-submit merges the Python driver's stderr into its stdout (client mode)
-    assert details["Message"] in gzip.decompress(read(lake, folder + "stdout.gz")).decode()
+    # The job prints it on the Python driver's stderr (which spark-submit merges into its
+    # stdout) and on the driver JVM's stderr, beside Spark's log.
+    for log_file in ("stderr.gz", "stdout.gz"):
+        assert details["Message"] in gzip.decompress(read(lake, folder + log_file)).decode()
 
 
 def test_pca_failure_fails_the_run_and_the_cluster_still_ends(first_batch, dags, stand_in, lake):

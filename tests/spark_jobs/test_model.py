@@ -121,6 +121,18 @@ def test_hdf5_weights_are_read_in_keras_order_without_tensorflow(saved_models):
     assert all(np.array_equal(a, b) for a, b in zip(arrays, expected, strict=True))
 
 
+def test_keras3_weights_files_are_read_through_keras(saved_models, tmp_path):
+    """Keras 3's own ``.weights.h5`` (no ``layer_names``) is loaded into a net: same arrays."""
+    _, _, expected = saved_models
+    net = model.build_model(1.0, 96)
+    net.set_weights(expected)
+    path = tmp_path / "net.weights.h5"
+    net.save_weights(path)
+    arrays = model.read_weights(path, 1.0, 96)
+    assert len(arrays) == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(arrays, expected, strict=True))
+
+
 def test_hdf5_weights_of_another_net_or_width_are_refused(saved_models):
     headless, top, _ = saved_models
     with pytest.raises(model.WeightsError, match=r"262 weight arrays, a headless MobileNetV2"):
