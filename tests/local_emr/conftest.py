@@ -48,6 +48,25 @@ def wait_for(probe: Any, timeout: float = 60, every: float = 0.2) -> Any:
     raise AssertionError(f"{probe} still false after {timeout} s")
 
 
+ENDED = ("TERMINATED", "TERMINATED_WITH_ERRORS")
+
+
+def clusters(emr: Any) -> dict[str, dict]:
+    """Every cluster of the stand-in, described, by name (``fruits-<batch>``)."""
+    found = {}
+    for listed in emr.list_clusters()["Clusters"]:
+        found[listed["Name"]] = emr.describe_cluster(ClusterId=listed["Id"])["Cluster"]
+    return found
+
+
+def ended(emr: Any, batch: str, timeout: float = 60) -> dict:
+    """The batch's cluster once it has ended (terminate_cluster only asks it to)."""
+    return wait_for(
+        lambda: (c := clusters(emr).get(f"fruits-{batch}")) and c["Status"]["State"] in ENDED and c,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEmr]:
     """The stand-in, with the test keys and its endpoint in the environment (boto3, Airflow)."""

@@ -15,13 +15,12 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from local_emr.server import connection_uri
 from scripts.airflow_stack import AirflowStack, free_port
-from tests.local_emr.conftest import BUCKET, REGION, wait_for
+from tests.local_emr.conftest import BUCKET, REGION, ended, wait_for
 from tests.running_airflow.conftest import Deployed
 
 pytestmark = pytest.mark.timeout(2400)
@@ -51,16 +50,6 @@ def stack(stand_in, lake, images: Path, weights: Path) -> Iterator[AirflowStack]
             yield running
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-def terminated(emr: Any, cluster_id: str) -> dict:
-    """The cluster's description once it is ``TERMINATED`` (within 2 min)."""
-
-    def probe() -> dict | None:
-        cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
-        return cluster if cluster["Status"]["State"] == "TERMINATED" else None
-
-    return wait_for(probe, timeout=120)
 
 
 def task_state(stack: AirflowStack, run_id: str, task_id: str) -> str | None:
@@ -104,9 +93,9 @@ def test_scheduler_and_triggerer_killed_while_featurize_waits_the_run_still_comp
     )
     assert run["state"] == "success", Deployed(stack, stack.home).explain(DAG, run_id)
     emr = stand_in.client("emr")
-    (cluster,) = [c for c in emr.list_clusters()["Clusters"] if c["Name"] == f"fruits-{day}"]
-    ended = terminated(emr, cluster["Id"])
-    assert ended["Status"]["StateChangeReason"]["Code"] == "USER_REQUEST"
+    cluster = ended(emr, day, timeout=120)
+    assert cluster["Status"]["State"] == "TERMINATED"
+    assert cluster["Status"]["StateChangeReason"]["Code"] == "USER_REQUEST"
     steps = emr.list_steps(ClusterId=cluster["Id"])["Steps"]
     assert {s["Status"]["State"] for s in steps} == {"COMPLETED"}
 
@@ -128,8 +117,9 @@ def test_airflow_gone_for_good_after_the_launch_the_idle_timeout_ends_the_cluste
     for component in list(stack.processes):  # SIGKILL: Airflow's machine is gone
         stack.kill_component(component)
     monkeypatch.setattr(stand_in.control, "idle_scale", 5 / 3600)  # the DAG's 3600 s -> 5 s
-    ended = terminated(emr, cluster["Id"])
-    reason = ended["Status"]["StateChangeReason"]
+    cluster = ended(emr, "airflow-gone", timeout=120)
+    assert cluster["Status"]["State"] == "TERMINATED"
+    reason = cluster["Status"]["StateChangeReason"]
     assert reason["Code"] == "ALL_STEPS_COMPLETED"
     assert "AutoTerminationPolicy IdleTimeout 3600 s" in reason["Message"]
     assert emr.list_steps(ClusterId=cluster["Id"])["Steps"] == []  # Airflow added none

@@ -21,28 +21,11 @@ import pytest
 from fruits_jobs import contract
 from fruits_pipeline.stores import open_store
 from fruits_pipeline.validation import validate
-from tests.local_emr.conftest import BUCKET, add_images, wait_for
+from tests.local_emr.conftest import BUCKET, add_images, ended, wait_for
 
 pytestmark = pytest.mark.timeout(1200)
 
 OUTPUT = f"s3://{BUCKET}/outputs"
-ENDED = ("TERMINATED", "TERMINATED_WITH_ERRORS")
-
-
-def clusters(emr: Any) -> dict[str, dict]:
-    """Every cluster of the stand-in, described, by name (``fruits-<batch>``)."""
-    found = {}
-    for listed in emr.list_clusters()["Clusters"]:
-        found[listed["Name"]] = emr.describe_cluster(ClusterId=listed["Id"])["Cluster"]
-    return found
-
-
-def ended(emr: Any, batch: str) -> dict:
-    """The batch's cluster once it has ended (terminate_cluster only asks it to)."""
-    return wait_for(
-        lambda: (c := clusters(emr).get(f"fruits-{batch}")) and c["Status"]["State"] in ENDED and c,
-        timeout=60,
-    )
 
 
 def steps(emr: Any, cluster_id: str) -> dict[str, dict]:
