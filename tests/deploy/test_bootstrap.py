@@ -1,7 +1,9 @@
 """The EMR bootstrap script: lint-clean, installs what the jobs import, at the lock's versions.
 
-The script really runs here, against this venv's Python; only the node's ``aws``, ``sudo`` and
-``dnf`` commands are replaced by small shims (no EMR node is reachable).
+The script really runs here once, against this venv's Python (its ``pip install`` and import
+check included); only the node's ``aws``, ``sudo`` and ``dnf`` commands are replaced by small
+shims (no EMR node is reachable). The other runs check the order of its calls, with a
+``python3.11`` that logs its arguments instead of running them.
 """
 
 from __future__ import annotations
@@ -68,19 +70,22 @@ def test_every_script_package_is_pinned_in_the_lock():
     assert {normalize(p) for p in script_packages()} <= pins
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> dict[str, object]:
-    """A fake EMR node: shims for ``aws s3 cp``, ``sudo`` and ``dnf`` that log their calls."""
+def node_with(tmp_path: Path, python_body: str) -> dict[str, object]:
+    """A fake EMR node: shims for ``aws s3 cp``, ``sudo`` and ``dnf`` that log their calls.
+
+    ``dnf install`` "installs" ``python3.11`` as a shell script running ``python_body``.
+    """
     shims, log = tmp_path / "bin", tmp_path / "calls.log"
     shims.mkdir()
     python = tmp_path / "usr-bin" / "python3.11"
+    package = tmp_path / "python3.11.rpm"  # what dnf "installs"
+    package.write_text(f"#!/bin/sh\n{python_body}\n")
     scripts = {
         # aws s3 cp [--only-show-errors] s3://lake/<key> <dest>: serve the project's lock file.
         "aws": f'echo "aws $*" >> {log}\ncp {PROJECT_ROOT / LOCK_FILE} "${{@: -1}}"',
         "sudo": f'echo "sudo $1" >> {log}\nexec "$@"',
-        # dnf install python3.11: "install" it as a launcher of this venv's Python.
         "dnf": f'echo "dnf $*" >> {log}\nmkdir -p {python.parent}\n'
-        f"printf '#!/bin/sh\\nexec {sys.executable} \"$@\"\\n' > {python}\nchmod +x {python}",
+        f"cp {package} {python}\nchmod +x {python}",
     }
     for name, body in scripts.items():
         shim = shims / name
@@ -89,8 +94,20 @@ def node(tmp_path: Path) -> dict[str, object]:
     env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
     env["FRUITS_BOOTSTRAP_PYTHON"] = str(python)
     env["PIP_NO_INDEX"] = "1"  # nothing to download: the venv already satisfies the lock
-    assert sys.prefix != sys.base_prefix, "run the tests from the project venv (make test)"
     return {"env": env, "log": log, "python": python}
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> dict[str, object]:
+    """A fake node whose ``python3.11`` logs each call (``python3.11 <args>``) and succeeds."""
+    return node_with(tmp_path, f'echo "python3.11 $*" >> {tmp_path / "calls.log"}')
+
+
+@pytest.fixture
+def real_node(tmp_path: Path) -> dict[str, object]:
+    """A fake node whose ``python3.11`` is this venv's Python: pip and the imports run."""
+    assert sys.prefix != sys.base_prefix, "run the tests from the project venv (make test)"
+    return node_with(tmp_path, f'exec {sys.executable} "$@"')
 
 
 def run_script(node: dict[str, object], *args: str) -> subprocess.CompletedProcess[str]:
@@ -104,14 +121,14 @@ def run_script(node: dict[str, object], *args: str) -> subprocess.CompletedProce
     )
 
 
-def test_script_installs_python_then_the_pinned_packages(node):
+def test_script_installs_python_then_the_pinned_packages(real_node):
     uri = "s3://lake/code/abc/bootstrap/constraints.txt"
-    result = run_script(node, uri)
+    result = run_script(real_node, uri)
     assert result.returncode == 0, result.stderr
-    calls = node["log"].read_text().splitlines()
+    calls = real_node["log"].read_text().splitlines()
     assert calls[:2] == ["sudo dnf", "dnf install -y -q python3.11 python3.11-pip"]
     assert calls[2].startswith(f"aws s3 cp --only-show-errors {uri} ")
-    assert calls[3] == f"sudo {node['python']}"
+    assert calls[3] == f"sudo {real_node['python']}"
     assert "ready for" in result.stdout
 
 
@@ -121,6 +138,8 @@ def test_second_run_keeps_the_installed_python(node):
     calls = node["log"].read_text().splitlines()
     assert sum(call.startswith("dnf") for call in calls) == 1
     assert sum(call == f"sudo {node['python']}" for call in calls) == 2
+    pip = [call for call in calls if call.startswith("python3.11 -m pip install")]
+    assert len(pip) == 2 and all("--constraint" in call for call in pip), calls
 
 
 def test_python_without_pip_gets_its_pip_package(node):
@@ -130,7 +149,7 @@ def test_python_without_pip_gets_its_pip_package(node):
     python.parent.mkdir(parents=True)
     python.write_text(
         '#!/bin/sh\n[ "$1 $2" = "-m pip" ] && { echo "No module named pip" >&2; exit 1; }\n'
-        f'exec {sys.executable} "$@"\n'
+        f'echo "python3.11 $*" >> {node["log"]}\n'
     )
     python.chmod(0o755)
     result = run_script(node, "s3://lake/c.txt")
