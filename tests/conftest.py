@@ -8,13 +8,16 @@ labels with :func:`labels`, never by name, so either tree serves them.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import io
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,6 +71,69 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+
+
+REGION = "eu-west-1"
+"""The stand-in's region, and its buckets'."""
+
+
+def stage(item: pytest.Item) -> int:
+    """When a test runs: 0 first; 1 on the local EMR stand-in; 2 on the deployed Airflow;
+    3 the tests that end the deployed Airflow's services for good (marked ``ends_airflow``)."""
+    if item.get_closest_marker("ends_airflow"):
+        return 3
+    if "deployed" in item.fixturenames:
+        return 2
+    return 1 if "stand_in" in item.fixturenames else 0
+
+
+SHARED_ONLY = os.environ.get("FRUITS_TESTS_SHARED_ONLY") == "1"
+"""CI's run with ``../shared``: only the modules that read its photos or weights (the bare
+clone's run, without it, runs every module)."""
+SHARED_FIXTURES = {"weights_file", "tricky_tree"}
+"""Fixtures of this file that read ``../shared`` when it is there."""
+SHARED_NAMES = ("GROCERY", "FRUITS360", "SHARED", "needs_real_weights", "pretrained_weights")
+"""Names of this file whose import by a test module or conftest means it reads ``../shared``."""
+
+
+def reads_shared(item: pytest.Item) -> bool:
+    """Whether a test reads ``../shared``'s photos or weights, through a fixture of this file
+    or through any of this file's photo roots imported by its module or a fixture's module."""
+    fixtures = item._fixtureinfo.name2fixturedefs
+    if SHARED_FIXTURES & set(item.fixturenames):
+        return True
+    modules = {
+        item.module,
+        *(sys.modules.get(d.func.__module__) for f in fixtures.values() for d in f),
+    }
+    here = sys.modules[__name__]
+    return any(
+        module is not None
+        and module is not here
+        and any(getattr(module, name, None) is getattr(here, name) for name in SHARED_NAMES)
+        for module in modules
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests that need the stand-in, then the deployed Airflow, last (in file order).
+
+    Each starts once per session and stays up for every test that needs it; no test of the
+    first stage (some use moto's in-process ``mock_aws``, whose backends the stand-in shares)
+    runs while they are up. With ``FRUITS_TESTS_SHARED_ONLY=1``, the modules none of whose
+    tests read ``../shared`` are deselected.
+    """
+    if SHARED_ONLY:
+        keep = {item.module for item in items if reads_shared(item)}
+        dropped = [item for item in items if item.module not in keep]
+        items[:] = [item for item in items if item.module in keep]
+        config.hook.pytest_deselected(items=dropped)
+        names = sorted({item.module.__name__ for item in dropped})
+        print(
+            f"\nFRUITS_TESTS_SHARED_ONLY: {len(names)} modules that do not read ../shared "
+            f"deselected: {', '.join(names)}"
+        )
+    items.sort(key=stage)
 
 
 def pretrained_weights() -> Path | None:
@@ -218,3 +284,51 @@ def tricky_tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "bad": {k: v[1] for k, v in bad.items()},
         "photos": {p.name for p in photos + cherries},
     }
+
+
+def spark_processes(folder: Path) -> list[int]:
+    """Pids of live processes whose command line names ``folder`` (the stand-in's Spark)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if str(folder).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture(scope="session")
+def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The local EMR stand-in, once per session, with the test keys and its endpoint in the
+    environment (boto3, Airflow); stopped, with every Spark process it started, at the end."""
+    from local_emr.server import LocalEmr, connection_uri
+
+    workdir = tmp_path_factory.mktemp("local-emr")
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.setenv(name, "testing")
+        for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+            env.delenv(name, raising=False)
+        env.setenv("AWS_DEFAULT_REGION", REGION)
+        emr = LocalEmr(workdir=workdir, boot_s=0.5)
+        try:
+            emr.start()
+            env.setenv("AWS_ENDPOINT_URL", emr.endpoint)
+            env.setenv("AIRFLOW_CONN_AWS_DEFAULT", connection_uri(emr.endpoint, REGION))
+            yield emr
+        finally:
+            emr.stop()
+            left = spark_processes(workdir)
+            assert not left, f"Spark processes left running: {left}"
+
+
+@pytest.fixture(scope="module")
+def lake(stand_in: Any, request: pytest.FixtureRequest) -> Any:
+    """The module's bucket (its ``BUCKET``) on the stand-in, as ``make aws-bootstrap`` makes it
+    (EU, encrypted, TLS-only policy); an S3 client of the stand-in."""
+    from fruits_pipeline.aws_bootstrap import Bootstrap, Names
+
+    outcomes = Bootstrap(Names(request.module.BUCKET, REGION)).up()
+    assert outcomes["TLS-only bucket policy"] == "created", outcomes
+    return stand_in.client("s3")

@@ -1,5 +1,6 @@
-"""The local EMR stand-in for a test module: started once, stopped (with every Spark process
-it started) at the end, failed or not; a bootstrapped EU bucket; the EMR DAG run on it.
+"""Helpers for the tests on the local EMR stand-in (``tests/conftest.py`` starts it once per
+test session; each module bootstraps a bucket of its own, named by its ``BUCKET``), and the
+EMR DAG run on it with ``dag.test``.
 
 Only AWS is stood in for (moto's API); the Spark steps, the DAG and the bucket set-up are the
 real ones.
@@ -7,34 +8,17 @@ real ones.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from local_emr.server import LocalEmr, connection_uri
-from tests.conftest import GROCERY, ROOT, copy_images, labels, sample_images
+from tests.conftest import GROCERY, REGION, ROOT, copy_images, labels, sample_images
 from tests.dags.conftest import airflow_db  # noqa: F401 - the session's metadata DB
 
-BUCKET = "fruits-stand-in-lake"
-REGION = "eu-west-1"
 LABELS = labels(GROCERY, 2)
-
-
-def spark_processes(folder: Path) -> list[int]:
-    """Pids of live processes whose command line names ``folder`` (the stand-in's Spark)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if str(folder).encode() in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-    return found
 
 
 def wait_for(probe: Any, timeout: float = 60, every: float = 0.2) -> Any:
@@ -65,38 +49,6 @@ def ended(emr: Any, batch: str, timeout: float = 60) -> dict:
         lambda: (c := clusters(emr).get(f"fruits-{batch}")) and c["Status"]["State"] in ENDED and c,
         timeout=timeout,
     )
-
-
-@pytest.fixture(scope="module")
-def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEmr]:
-    """The stand-in, with the test keys and its endpoint in the environment (boto3, Airflow)."""
-    workdir = tmp_path_factory.mktemp("local-emr")
-    with pytest.MonkeyPatch.context() as env:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            env.setenv(name, "testing")
-        for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
-            env.delenv(name, raising=False)
-        env.setenv("AWS_DEFAULT_REGION", REGION)
-        emr = LocalEmr(workdir=workdir, boot_s=0.5)
-        try:
-            emr.start()
-            env.setenv("AWS_ENDPOINT_URL", emr.endpoint)
-            env.setenv("AIRFLOW_CONN_AWS_DEFAULT", connection_uri(emr.endpoint, REGION))
-            yield emr
-        finally:
-            emr.stop()
-            left = spark_processes(workdir)
-            assert not left, f"Spark processes left running: {left}"
-
-
-@pytest.fixture(scope="module")
-def lake(stand_in: LocalEmr) -> Any:
-    """``make aws-bootstrap``'s code on the stand-in: EU bucket, encryption, TLS-only policy."""
-    from fruits_pipeline.aws_bootstrap import Bootstrap, Names
-
-    outcomes = Bootstrap(Names(BUCKET, REGION)).up()
-    assert outcomes["TLS-only bucket policy"] == "created", outcomes
-    return stand_in.client("s3")
 
 
 @pytest.fixture(scope="module")
@@ -136,11 +88,17 @@ class DagRunner:
 
 
 @pytest.fixture(scope="module")
-def dags(airflow_db: None, lake: Any, images: Path, weights: Path) -> DagRunner:  # noqa: F811
-    """The DAG runner with the stand-in's bucket, the landing folder and the real weights."""
+def dags(
+    airflow_db: None,  # noqa: F811
+    lake: Any,
+    images: Path,
+    weights: Path,
+    request: pytest.FixtureRequest,
+) -> DagRunner:
+    """The DAG runner with the module's bucket, the landing folder and the real weights."""
     return DagRunner(
         {
-            "bucket": BUCKET,
+            "bucket": request.module.BUCKET,
             "region": REGION,
             "image_source": images,
             "weights": weights,

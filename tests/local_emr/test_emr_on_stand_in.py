@@ -21,10 +21,11 @@ import pytest
 from fruits_jobs import contract
 from fruits_pipeline.stores import open_store
 from fruits_pipeline.validation import validate
-from tests.local_emr.conftest import BUCKET, add_images, ended, wait_for
+from tests.local_emr.conftest import add_images, ended, wait_for
 
 pytestmark = pytest.mark.timeout(1200)
 
+BUCKET = "fruits-emr-dag-lake"
 OUTPUT = f"s3://{BUCKET}/outputs"
 
 
@@ -185,6 +186,7 @@ def test_pca_failure_fails_the_run_and_the_cluster_still_ends(first_batch, dags,
     assert run.state == "failed"
     assert states["featurize"] == "success" and states["pca"] == "failed"
     assert states["validate_outputs"] == "upstream_failed"
+    assert states["terminate_cluster"] == "success" and states["watcher"] == "failed"
     cluster = ended(emr, "2026-11-23")
     assert cluster["Status"]["State"] == "TERMINATED"
     failed = steps(emr, cluster["Id"])["fruits-pca"]["Status"]
@@ -224,6 +226,7 @@ def test_an_output_lost_before_validation_fails_the_run_and_the_cluster_still_en
     assert run.state == "failed"
     assert states["featurize"] == states["pca"] == "success"
     assert states["validate_outputs"] == "failed" and states["terminate_cluster"] == "success"
+    assert states["watcher"] == "failed"
     fit = lost[0].parent.name
     missing = f"s3://{BUCKET}/outputs/{contract.plot_key(fit, contract.PCA_PLOTS[1])} is absent"
     assert missing in capfd.readouterr().out  # the task log names the missing object

@@ -15,8 +15,10 @@ from fruits_pipeline.config import EMR_PYTHON, Settings
 from local_emr.runner import SparkEnv, StepRefusedError, last_error, local_command
 from local_emr.server import LocalEmr, UnsafeEnvironmentError
 from local_emr.staging import hadoop_confs, s3_uris
-from tests.local_emr.conftest import BUCKET, REGION, spark_processes, wait_for
+from tests.conftest import spark_processes
+from tests.local_emr.conftest import REGION, wait_for
 
+BUCKET = "fruits-stand-in-lake"
 SPARK = SparkEnv(Path("/opt/spark"), "/venv/bin/python", "local-cluster[2,1,2048]")
 
 

@@ -1,5 +1,8 @@
 """One Airflow as deployed for the tests of this folder: PostgreSQL + api-server, scheduler,
 dag-processor, triggerer (LocalExecutor), configured by docker-compose.yaml; driven over REST.
+
+The same stack serves both DAGs: ``fruits_local`` on a folder lake, ``fruits_emr`` on the
+session's local EMR stand-in (its connection and bucket are in the stack's environment).
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from typing import Any
 
 import pytest
 
+from local_emr.server import connection_uri
 from scripts.airflow_stack import AirflowStack, free_port
+from tests.conftest import REGION
 
 FINISHED = {"success", "failed"}
+EMR_BUCKET = "fruits-deployed-lake"
+"""The bucket of ``fruits_emr`` runs on the deployed stack (``test_rest_emr_faults.BUCKET``)."""
 
 
 class Deployed:
@@ -74,7 +81,7 @@ class Deployed:
 
 
 @pytest.fixture(scope="package")
-def deployed(weights_file: Path) -> Iterator[Deployed]:
+def deployed(weights_file: Path, stand_in: Any) -> Iterator[Deployed]:
     """Started once for this folder's tests; every process and PostgreSQL stop after them."""
     # Not under pytest's tmp folder: it is private to root, and PostgreSQL runs as postgres.
     base = Path(tempfile.mkdtemp(prefix="fruits-deployed-"))
@@ -84,6 +91,11 @@ def deployed(weights_file: Path) -> Iterator[Deployed]:
         "FRUITS_LOCAL_ROOT": str(root),
         "FRUITS_WEIGHTS": str(weights_file),
         "FRUITS_IMAGE_SOURCE": str(base / "landing" / "{ds}"),
+        "AIRFLOW_CONN_AWS_DEFAULT": connection_uri(stand_in.endpoint, REGION),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "FRUITS_BUCKET": EMR_BUCKET,
+        "FRUITS_STEP_POKE_INTERVAL_S": "3",
     }
     started = time.monotonic()
     try:

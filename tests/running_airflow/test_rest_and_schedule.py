@@ -97,7 +97,13 @@ def test_a_bad_form_is_refused_with_400_and_creates_no_run(deployed, conf):
     assert len(deployed.runs(DAG)) == before
 
 
+def files(root: Path) -> dict[str, int]:
+    """Every file under ``root`` with its modification time (ns)."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
 def test_a_dry_run_checks_and_runs_no_spark(deployed, scheduled):
+    before = files(deployed.root)
     run = deployed.wait(
         DAG, trigger(deployed, logical_date=None, conf={"dry_run": True})["dag_run_id"]
     )
@@ -106,6 +112,7 @@ def test_a_dry_run_checks_and_runs_no_spark(deployed, scheduled):
     assert {states[t] for t in ("sync_images", "featurize", "pca", "validate_outputs")} == {
         "skipped"
     }
+    assert files(deployed.root) == before  # nothing synced, written or deleted
 
 
 def test_a_rest_trigger_with_a_null_logical_date_and_a_conf_succeeds(deployed, scheduled, tmp_path):
@@ -132,6 +139,7 @@ def test_a_failed_run_names_the_task_and_its_first_error(deployed, scheduled, tm
     )
     states = deployed.task_states(DAG, run["dag_run_id"])
     assert run["state"] == "failed" and states["preflight"] == "failed", states
+    assert states["featurize"] != "success", states
     log = deployed.task_log(DAG, run["dag_run_id"], "preflight")
     assert f"preflight failed: image source is not a folder: {missing}" in log
 

@@ -9,47 +9,38 @@ idle timeout ends it.
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from local_emr.server import connection_uri
-from scripts.airflow_stack import AirflowStack, free_port
-from tests.local_emr.conftest import BUCKET, REGION, ended, wait_for
-from tests.running_airflow.conftest import Deployed
+from scripts.airflow_stack import AirflowStack
+from tests.conftest import GROCERY, copy_images, sample_images
+from tests.local_emr.conftest import LABELS, ended, wait_for
+from tests.running_airflow.conftest import EMR_BUCKET, Deployed
 
 pytestmark = pytest.mark.timeout(2400)
 
 DAG = "fruits_emr"
+BUCKET = EMR_BUCKET
 DEFERRABLE_AWS = importlib.util.find_spec("aiobotocore") is not None
 """The amazon provider's triggers (every deferred EMR sensor and waiter) need aiobotocore."""
 
 
 @pytest.fixture(scope="module")
-def stack(stand_in, lake, images: Path, weights: Path) -> Iterator[AirflowStack]:
-    """Airflow as compose configures it, pointed at the stand-in; stopped at the end."""
-    base = Path(tempfile.mkdtemp(prefix="fruits-emr-deployed-"))
-    base.chmod(0o755)  # PostgreSQL runs as postgres
-    env = {
-        "AIRFLOW_CONN_AWS_DEFAULT": connection_uri(stand_in.endpoint, REGION),
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "FRUITS_BUCKET": BUCKET,
-        "FRUITS_WEIGHTS": str(weights),
-        "FRUITS_IMAGE_SOURCE": str(images),
-        "FRUITS_STEP_POKE_INTERVAL_S": "3",
-    }
-    try:
-        with AirflowStack(base / "airflow_home", port=free_port(), extra_env=env) as running:
-            running.wait_for_dags({DAG})
-            yield running
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+def stack(deployed: Deployed, lake) -> AirflowStack:
+    """The deployed Airflow, with ``fruits_emr`` parsed and its bucket bootstrapped."""
+    deployed.stack.wait_for_dags({DAG})
+    return deployed.stack
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runs' landing folder (form field ``image_source``): 8 photos of each of 2 labels."""
+    root = tmp_path_factory.mktemp("emr-landing")
+    copy_images(sample_images(GROCERY, 8, LABELS), root)
+    return root
 
 
 def task_state(stack: AirflowStack, run_id: str, task_id: str) -> str | None:
@@ -65,11 +56,11 @@ def task_state(stack: AirflowStack, run_id: str, task_id: str) -> str | None:
     strict=True,
 )
 def test_scheduler_and_triggerer_killed_while_featurize_waits_the_run_still_completes(
-    stack, stand_in
+    stack, stand_in, images
 ):
     # Today's logical date: unpausing then creates no second, scheduled run of the same day.
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    body = {"logical_date": f"{day}T00:00:00Z", "conf": {}}
+    body = {"logical_date": f"{day}T00:00:00Z", "conf": {"image_source": str(images)}}
     response = stack.api("POST", f"/api/v2/dags/{DAG}/dagRuns", json=body)
     assert response.status_code == 200, response.text
     run_id = response.json()["dag_run_id"]
@@ -100,11 +91,12 @@ def test_scheduler_and_triggerer_killed_while_featurize_waits_the_run_still_comp
     assert {s["Status"]["State"] for s in steps} == {"COMPLETED"}
 
 
+@pytest.mark.ends_airflow
 def test_airflow_gone_for_good_after_the_launch_the_idle_timeout_ends_the_cluster(
-    stack, stand_in, monkeypatch
+    stack, stand_in, images, monkeypatch
 ):
     emr = stand_in.client("emr")
-    body = {"logical_date": None, "conf": {"batch_id": "airflow-gone"}}
+    body = {"logical_date": None, "conf": {"batch_id": "airflow-gone", "image_source": str(images)}}
     assert stack.api("POST", f"/api/v2/dags/{DAG}/dagRuns", json=body).status_code == 200
     (cluster,) = wait_for(
         lambda: emr.list_clusters(ClusterStates=["STARTING", "BOOTSTRAPPING", "WAITING"])[
