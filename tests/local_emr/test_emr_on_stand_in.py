@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fruits_jobs import contract
+from fruits_jobs import contract, featurize, pca
+from fruits_pipeline.steps import featurize_args, pca_args
 from fruits_pipeline.stores import open_store
 from fruits_pipeline.validation import validate
 from tests.local_emr.conftest import add_images, ended, wait_for
@@ -92,8 +93,8 @@ def first_batch(dags, stand_in, lake) -> tuple[Any, dict[str, str], dict]:
     return run, states, ended(stand_in.client("emr"), "2026-11-20")
 
 
-def test_first_batch_runs_for_real_and_matches_the_local_dag(
-    first_batch, dags, stand_in, lake, tmp_path
+def test_first_batch_runs_for_real_and_matches_the_local_jobs(
+    first_batch, stand_in, lake, images, weights, spark, tmp_path
 ):
     run, states, cluster = first_batch
     assert run.state == "success", states
@@ -121,9 +122,12 @@ def test_first_batch_runs_for_real_and_matches_the_local_dag(
 
     header, scores = s3_matrix(lake)
     assert len(scores) == 16
-    local, local_states = dags.run("fruits_local", 20, local_root=tmp_path / "local")
-    assert local.state == "success", local_states
-    local_header, local_scores = local_matrix(tmp_path / "local" / "outputs")
+    # The same jobs with the same arguments on this machine's Spark (the session's), as
+    # fruits_local runs them: the same matrix.
+    output = str(tmp_path / "outputs")
+    assert featurize.main(featurize_args(str(images), output, str(weights), "2026-11-20")) == 0
+    assert pca.main(pca_args(output, variance=0.9)) == 0
+    local_header, local_scores = local_matrix(tmp_path / "outputs")
     assert header == local_header  # same k
     assert_equal_up_to_sign(scores, local_scores)
 
