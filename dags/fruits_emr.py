@@ -13,33 +13,43 @@ from airflow.providers.amazon.aws.operators.emr import (
 )
 from airflow.sdk import DAG, TriggerRule, chain
 
-from fruits_pipeline import tasks
 from fruits_pipeline.config import Settings
+from fruits_pipeline.emr_tasks import (
+    STEP_BUDGET_S,
+    VALIDATION_POKE_S,
+    VALIDATION_TIMEOUT_S,
+    cluster_request,
+    cost_check,
+    emr_steps,
+    preflight_emr,
+    upload_code,
+    watcher,
+)
 from fruits_pipeline.operators import (
     EmrStepWithLogsSensor,
     EmrTerminateCreatedJobFlowOperator,
     OutputContractSensor,
 )
+from fruits_pipeline.runs import dag_defaults, output_assets
 from fruits_pipeline.steps import FEATURIZE, PCA
+from fruits_pipeline.tasks import proceed, sync_images
 
 SETTINGS = Settings.from_env()  # a non-EU region fails here, when the DAG is parsed
 AWS = {"aws_conn_id": SETTINGS.aws_conn_id, "region_name": SETTINGS.region}
-STEP_BUDGET_S = 6 * 3600
-"""How long a step may take, counted by its sensor, deferred or not."""
 
 with DAG(
     dag_id="fruits_emr",
     tags=["fruits", "emr", SETTINGS.region],
     doc_md=__doc__,
-    **tasks.dag_defaults(SETTINGS),
+    **dag_defaults(SETTINGS),
 ) as dag:
-    run = tasks.preflight_emr.override(task_id="preflight")(SETTINGS)
-    go = tasks.proceed(run)
-    synced = tasks.sync_images(run, lake=SETTINGS.raw_images_uri, settings=SETTINGS)
-    code = tasks.upload_code(SETTINGS)
+    run = preflight_emr.override(task_id="preflight")(SETTINGS)
+    go = proceed(run)
+    synced = sync_images(run, lake=SETTINGS.raw_images_uri, settings=SETTINGS)
+    code = upload_code(SETTINGS)
     create_cluster = EmrCreateJobFlowOperator(
         task_id="create_cluster",
-        job_flow_overrides=tasks.cluster_request(run, code, SETTINGS),
+        job_flow_overrides=cluster_request(run, code, SETTINGS),
         emr_conn_id=None,
         **AWS,
     )
@@ -51,7 +61,7 @@ with DAG(
         add_step = EmrAddStepsOperator(
             task_id=f"add_{job}_step",
             job_flow_id=create_cluster.output,
-            steps=tasks.emr_steps.override(task_id=f"{job}_step_spec")(job, run, code, SETTINGS),
+            steps=emr_steps.override(task_id=f"{job}_step_spec")(job, run, code, SETTINGS),
             wait_for_completion=False,
             deferrable=False,
             **AWS,
@@ -72,10 +82,10 @@ with DAG(
         output_uri=SETTINGS.output_uri,
         batch_id=run["batch_id"],
         aws_conn_id=SETTINGS.aws_conn_id,
-        poke_interval=30,
-        timeout=600,
+        poke_interval=VALIDATION_POKE_S,
+        timeout=VALIDATION_TIMEOUT_S,
         mode="reschedule",
-        outlets=tasks.output_assets(SETTINGS.output_uri),
+        outlets=output_assets(SETTINGS.output_uri),
     )
     terminate_cluster = EmrTerminateCreatedJobFlowOperator(
         task_id="terminate_cluster",
@@ -87,11 +97,11 @@ with DAG(
         run,
         go,
         [synced, code],
-        tasks.cost_check(synced, SETTINGS),
+        cost_check(synced, SETTINGS),
         create_cluster,
         *sensed[FEATURIZE],
         *sensed[PCA],
         validate_outputs,
         terminate_cluster,
     )
-    list(dag.tasks) >> tasks.watcher()
+    list(dag.tasks) >> watcher()

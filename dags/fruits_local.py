@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, chain
 
-from fruits_pipeline import tasks
 from fruits_pipeline.config import Settings
+from fruits_pipeline.local_tasks import (
+    VALIDATION_POKE_S,
+    VALIDATION_TIMEOUT_S,
+    preflight_local,
+    spark_submit_local,
+)
 from fruits_pipeline.operators import OutputContractSensor
+from fruits_pipeline.runs import dag_defaults, output_assets
 from fruits_pipeline.steps import FEATURIZE, PCA
+from fruits_pipeline.tasks import proceed, sync_images
 
 SETTINGS = Settings.from_env()
 
@@ -19,21 +26,20 @@ with DAG(
     dag_id="fruits_local",
     tags=["fruits", "local"],
     doc_md=__doc__,
-    **tasks.dag_defaults(SETTINGS),
+    **dag_defaults(SETTINGS),
 ):
-    run = tasks.preflight_local.override(task_id="preflight")(SETTINGS)
-    go = tasks.proceed(run)
-    synced = tasks.sync_images(run, lake=SETTINGS.local_lake, settings=SETTINGS)
+    run = preflight_local.override(task_id="preflight")(SETTINGS)
+    go = proceed(run)
+    synced = sync_images(run, lake=SETTINGS.local_lake, settings=SETTINGS)
     featurize, pca = (
-        tasks.spark_submit_local.override(task_id=job)(job, run, SETTINGS)
-        for job in (FEATURIZE, PCA)
+        spark_submit_local.override(task_id=job)(job, run, SETTINGS) for job in (FEATURIZE, PCA)
     )
     validate_outputs = OutputContractSensor(
         task_id="validate_outputs",
         output_uri=SETTINGS.local_output,
         batch_id=run["batch_id"],
-        poke_interval=5,
-        timeout=60,
-        outlets=tasks.output_assets(SETTINGS.local_output),
+        poke_interval=VALIDATION_POKE_S,
+        timeout=VALIDATION_TIMEOUT_S,
+        outlets=output_assets(SETTINGS.local_output),
     )
     chain(run, go, synced, featurize, pca, validate_outputs)

@@ -9,7 +9,9 @@ names a container path replaced by this machine's: the database URL, the executi
 defaults name the container's lake, so :class:`fruits_pipeline.config.Settings` picks its own).
 
 ``make airflow`` runs it in the foreground (UI on http://localhost:8080, login printed; Ctrl-C
-stops every process it started); the deployed-Airflow tests start one per test session::
+stops every process it started). In Python, :class:`AirflowStack` is a context manager: it
+starts everything, waits until every part is healthy, and on exit stops every process it
+started, PostgreSQL included::
 
     with AirflowStack(home, port=free_port()) as stack:
         stack.api("POST", "/api/v2/dags/fruits_local/dagRuns", json={"logical_date": None})

@@ -1,4 +1,9 @@
-"""The two Airflow classes the pipeline adds to the amazon provider's."""
+"""The Airflow operators and sensors the pipeline adds to the amazon provider's.
+
+Two EMR subclasses, a step sensor whose failure names the step's logs and a teardown that
+copes with a cluster never created or already ended, and the sensor that validates the
+outputs against their contract.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The spark-submit command lines of the two jobs: one builder for EMR and for local runs.
+"""The spark-submit command lines of the two jobs, and the two targets that run them.
 
 >>> featurize_args("s3://b/raw/images", "s3://b/outputs", "imagenet", "2026-11-24")
 ['--images', 's3://b/raw/images', '--output', 's3://b/outputs', '--weights', 'imagenet', \
@@ -9,10 +9,14 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fruits_jobs import contract
+from fruits_pipeline.config import PROJECT_ROOT
 
 FEATURIZE = "featurize"
 PCA = "pca"
@@ -50,6 +54,18 @@ def pca_args(output: str, *, k: int | None = None, variance: float | None = None
     ]
 
 
+def job_args(job: str, run: Mapping[str, Any], images: str, output: str, weights: str) -> list:
+    """The arguments of ``job`` for ``run`` (:func:`fruits_pipeline.runs.resolve_run`'s dict).
+
+    One definition for both targets: only the paths differ.
+    """
+    if job == FEATURIZE:
+        return featurize_args(
+            images, output, weights, run["batch_id"], full_recompute=run["full_recompute"]
+        )
+    return pca_args(output, k=run["k"], variance=run["variance"])
+
+
 @dataclass(frozen=True)
 class SparkTarget:
     """Where and how ``spark-submit`` runs: the EMR cluster or this machine.
@@ -85,6 +101,21 @@ def emr_target(code_uri: str, python: str) -> SparkTarget:
             f"spark.executorEnv.PYSPARK_PYTHON={python}",
         ),
         py_files=contract.join(code_uri, PACKAGE_ZIP),
+    )
+
+
+def local_target() -> SparkTarget:
+    """spark-submit on this machine, ``local[*]``, from this interpreter's environment."""
+    submit = Path(sys.executable).with_name("spark-submit")
+    return SparkTarget(
+        code_root=str(PROJECT_ROOT / "spark_jobs"),
+        submit=(
+            str(submit) if submit.exists() else "spark-submit",
+            "--master",
+            "local[*]",
+            "--conf",
+            "spark.ui.showConsoleProgress=false",
+        ),
     )
 
 

@@ -8,9 +8,9 @@ its volume grows fast. For every file the source lists, :func:`sync`:
    (the contract's extensions) as ``<Label>/<file>`` or Fruits-360's ``<split>/<Class>/<file>``,
    and the attribution files (``ATTRIBUTION*``, ``LICENSE*``, ``NOTICE*``) at the root;
 2. refuses files over ``max_file_bytes``, hidden files and anything not a regular file;
-3. compares the rest with the destination's listing, with no download
-   (:meth:`fruits_pipeline.stores.Transfers.is_current`), and copies the new or changed
-   ones, ``concurrency`` at a time, streaming, logging progress every few seconds.
+3. compares the rest with the destination's listing, with no download (:func:`is_current`),
+   and copies the new or changed ones (:class:`fruits_pipeline.transfers.Transfers`),
+   ``concurrency`` at a time, streaming, logging progress every few seconds.
 
 Whatever is refused is skipped, never fatal for the good files, and reported by key with
 its reason in the result and the task log. A copy that fails (network, permissions) is
@@ -32,7 +32,8 @@ from s3transfer.exceptions import RetriesExceededError
 
 from fruits_jobs import contract
 from fruits_pipeline.config import SYNC_CONCURRENCY, SYNC_MAX_FILE_BYTES
-from fruits_pipeline.stores import Entry, Store, Transfers, UnsafeKeyError, check_key
+from fruits_pipeline.stores import Entry, LocalStore, S3Store, Store, UnsafeKeyError, check_key
+from fruits_pipeline.transfers import Transfers, s3_etag
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,32 @@ def _kind_problem(entry: Entry) -> str | None:
     if len(segments) > 3:
         return REASON_LAYOUT
     return None if name.lower().endswith(contract.IMAGE_EXTENSIONS) else REASON_EXTENSION
+
+
+def is_current(entry: Entry, held: Entry | None, source: Store, dest: Store) -> bool:
+    """Whether ``dest`` already holds ``entry`` of ``source`` as ``held``, with no download.
+
+    Same size, and then, by where the copy lives:
+
+    * a folder: the same mtime, since every copy is given its source's
+      (:meth:`fruits_pipeline.stores.LocalStore.staged`);
+    * S3, from S3: a ``LastModified`` no older than the source's: both are S3's clock,
+      and a copy is made only while the source has the listed ETag. This covers
+      multipart ETags, which cannot be compared across two uploads' part sizes;
+    * S3, from a folder: the ETag equals :func:`fruits_pipeline.transfers.s3_etag` of the
+      local file.
+
+    S3's times are whole seconds: an object replaced by another of the same size within
+    the second it was copied is seen at its next change.
+    """
+    if held is None or held.size != entry.size:
+        return False
+    if isinstance(dest, LocalStore):
+        return held.mtime_ns == entry.mtime_ns
+    if isinstance(source, S3Store):
+        return held.mtime_ns >= entry.mtime_ns
+    assert isinstance(source, LocalStore)
+    return held.etag == s3_etag(source.path(entry.key), entry.size)
 
 
 @dataclass
@@ -179,7 +206,7 @@ def sync(
 
     Calls ``ListObjectsV2`` on each S3 side, then per file copied ``GetObject``,
     ``PutObject``, ``CopyObject`` or their multipart forms (see
-    :class:`fruits_pipeline.stores.Transfers`). An unchanged landing area costs its listings
+    :class:`fruits_pipeline.transfers.Transfers`). An unchanged landing area costs its listings
     only. Keys are kept, so the label stays the parent folder.
 
     :param source: the landing folder or prefix.
@@ -214,7 +241,7 @@ def sync(
     with Transfers(source, dest, concurrency) as transfers:
 
         def copy_if_changed(entry: Entry) -> bool:
-            if transfers.is_current(entry, held.get(entry.key)):
+            if is_current(entry, held.get(entry.key), source, dest):
                 progress.add_bytes(entry.size)
                 return False
             transfers.copy(entry, progress.add_bytes)

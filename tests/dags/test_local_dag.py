@@ -16,7 +16,8 @@ def test_a_failed_job_is_named_by_its_first_error_line(tmp_path):
     from airflow.sdk.exceptions import AirflowException
 
     from fruits_pipeline.config import SAMPLE_IMAGES, Settings
-    from fruits_pipeline.tasks import resolve_run, spark_submit_local
+    from fruits_pipeline.local_tasks import spark_submit_local
+    from fruits_pipeline.runs import resolve_run
 
     fake = tmp_path / "weights.h5"
     fake.write_text("not weights")

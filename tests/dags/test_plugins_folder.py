@@ -52,7 +52,10 @@ def test_plugins_manager_loads_no_project_module_under_a_bare_name():
 
 
 def test_the_probe_catches_the_bare_name_load_without_the_ignore_file(tmp_path):
-    # The same folder without .airflowignore: what every user hit before (packaging.py).
+    # The same folder without .airflowignore: every module of the package is run again under
+    # its bare name (``config``, ``sync``...), as a module once named packaging.py replaced
+    # the real ``packaging`` for every user.
     shutil.copytree(ROOT / "plugins", tmp_path / "plugins", ignore=shutil.ignore_patterns(".*"))
     found = load_plugins_folder(tmp_path / "plugins")
-    assert "packaging" in found["shadows"] and "config" in found["shadows"]
+    modules = {path.stem for path in (ROOT / "plugins" / "fruits_pipeline").glob("*.py")}
+    assert "config" in modules and set(found["shadows"]) == modules

@@ -9,7 +9,7 @@ import pytest
 
 from fruits_jobs import contract
 from fruits_pipeline.config import Settings
-from fruits_pipeline.tasks import batch_from, resolve_run, run_params
+from fruits_pipeline.runs import batch_from, resolve_run, run_params
 
 QUEUED = datetime(2026, 11, 25, 21, 7, 37, 784107, tzinfo=timezone.utc)
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from fruits_pipeline import packaging, steps
+from fruits_pipeline import code_bundle, steps
 from fruits_pipeline.cluster import job_flow_overrides
 from fruits_pipeline.config import EMR_PYTHON, Settings
 from local_emr.runner import SparkEnv, StepRefusedError, last_error, local_command
@@ -113,8 +113,8 @@ def test_the_jobs_one_line_error_is_found_in_spark_submits_output():
 def code(stand_in, lake) -> str:
     """The code bundle (jobs, zip, bootstrap script) in the bucket, as upload_code puts it."""
     settings = Settings(bucket=BUCKET, region=REGION)
-    bundle = packaging.code_bundle()
-    uri = settings.code_uri(packaging.bundle_version(bundle))
+    bundle = code_bundle.code_bundle()
+    uri = settings.code_uri(code_bundle.bundle_version(bundle))
     for key, data in bundle.items():
         lake.put_object(
             Bucket=BUCKET, Key=f"{uri.removeprefix(f's3://{BUCKET}/')}/{key}", Body=data

@@ -24,15 +24,9 @@ from PIL import Image
 
 from fruits_jobs import contract
 from fruits_pipeline.config import Settings
-from fruits_pipeline.stores import (
-    MULTIPART_BYTES,
-    PARTIAL_SUFFIX,
-    LocalStore,
-    S3Store,
-    open_store,
-    s3_etag,
-)
+from fruits_pipeline.stores import PARTIAL_SUFFIX, LocalStore, S3Store, open_store
 from fruits_pipeline.sync import REASON_TOO_LARGE, sync
+from fruits_pipeline.transfers import MULTIPART_BYTES, s3_etag
 from tests.conftest import FRUITS360, GROCERY, copy_images, sample_images
 from tests.pipeline.conftest import REGION
 

@@ -1,4 +1,4 @@
-"""Output validation in a folder and on S3 (moto stands in for AWS); preflight, packaging."""
+"""Output validation in a folder and on S3 (moto stands in for AWS); preflight, the code bundle."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from fruits_jobs import contract
 from fruits_pipeline import lake_state
+from fruits_pipeline.code_bundle import bundle_version, package_zip
 from fruits_pipeline.lake_state import survey
-from fruits_pipeline.packaging import bundle_version, package_zip
 from fruits_pipeline.preflight import bucket_problems
 from fruits_pipeline.stores import LocalStore, S3Store
 from fruits_pipeline.validation import validate

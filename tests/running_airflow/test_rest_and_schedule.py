@@ -17,7 +17,7 @@ import pytest
 
 from fruits_jobs import contract
 from fruits_pipeline.config import SAMPLE_IMAGES
-from fruits_pipeline.tasks import BATCH_TIME_FORMAT
+from fruits_pipeline.runs import BATCH_TIME_FORMAT
 
 DAG = "fruits_local"
 CLASSES = sorted(p.name for p in (SAMPLE_IMAGES / "Training").iterdir())

@@ -1,0 +1,74 @@
+"""The local DAG's own tasks: its preflight and spark-submit on ``local[*]``.
+
+Also how long its ``validate_outputs`` sensor waits for the outputs in the local folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from airflow.sdk import task
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from fruits_pipeline.config import Settings
+from fruits_pipeline.runs import current_run
+from fruits_pipeline.steps import job_args, local_target
+
+log = logging.getLogger(__name__)
+
+SPARK_INFO = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d INFO ")
+"""Spark's own INFO lines, left out of the task log (the jobs' own log lines stay)."""
+FIRST_ERROR = re.compile(r"^(\w+: error: |[\w.]*(Error|Exception): )")
+"""A job's one-line error (``featurize: error: ...``) or a Python exception's last line."""
+VALIDATION_POKE_S = 5
+"""Seconds between two looks of ``validate_outputs`` at the local output folder."""
+VALIDATION_TIMEOUT_S = 60
+"""How long ``validate_outputs`` keeps looking for missing outputs before it fails."""
+
+
+@task(multiple_outputs=True)
+def preflight_local(settings: Settings) -> dict:
+    """Check the local run can start: the source folder and the weights file exist."""
+    run = current_run()
+    problems = []
+    if not run["image_source"].startswith("s3") and not Path(run["image_source"]).is_dir():
+        problems.append(f"image source is not a folder: {run['image_source']}")
+    if settings.weights != "imagenet" and not Path(settings.weights).is_file():
+        problems.append(f"weights file not found: {settings.weights}")
+    if problems:
+        raise AirflowFailException("preflight failed: " + "; ".join(problems))
+    return run
+
+
+@task
+def spark_submit_local(job: str, run: dict, settings: Settings) -> None:
+    """Run ``job`` with spark-submit on ``local[*]``, its output streamed into the task log."""
+    command = local_target().command(
+        job, job_args(job, run, settings.local_lake, settings.local_output, settings.weights)
+    )
+    log.info("running %s", " ".join(command))
+    env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    first_error = last = ""
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **env},
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            last = line.rstrip()
+            if not SPARK_INFO.match(line):
+                log.info("%s", last)
+            if not first_error and FIRST_ERROR.match(line):
+                first_error = line.strip()
+    if process.returncode != 0:
+        raise AirflowException(
+            f"spark-submit {job} exited {process.returncode}: {first_error or last}"
+        )
