@@ -132,21 +132,6 @@ def test_first_batch_runs_for_real_and_matches_the_local_jobs(
     assert_equal_up_to_sign(scores, local_scores)
 
 
-def test_a_second_batch_featurizes_only_the_new_images_and_refits_over_all(
-    first_batch, dags, stand_in, lake, images
-):
-    added = add_images(images, per_label=2, skip=8)
-    run, states = dags.run("fruits_emr", 21)
-    assert run.state == "success", states
-    report = json.loads(read(lake, f"{OUTPUT}/{contract.featurize_report_key('2026-11-21')}"))
-    assert (report[contract.R_INPUT], report[contract.R_SKIPPED]) == (added, 16)
-    pca = json.loads(read(lake, f"{OUTPUT}/{contract.PCA_REPORT_KEY}"))
-    assert pca[contract.R_ROWS] == 16 + added
-    assert len(s3_matrix(lake)[1]) == 16 + added
-    assert all(path.startswith(f"s3://{BUCKET}/raw/images/") for path in csv_paths(lake))
-    assert ended(stand_in.client("emr"), "2026-11-21")["Status"]["State"] == "TERMINATED"
-
-
 def test_corrupt_weights_fail_featurize_with_its_error_in_the_step_logs(
     first_batch, dags, stand_in, lake, capfd
 ):
@@ -198,11 +183,14 @@ def test_pca_failure_fails_the_run_and_the_cluster_still_ends(first_batch, dags,
     assert failed["FailureDetails"]["Message"].startswith("pca: error: --k 1000 exceeds ")
 
 
-def test_an_output_lost_before_validation_fails_the_run_and_the_cluster_still_ends(
-    first_batch, dags, stand_in, lake, capfd
+def test_a_later_batch_featurizes_only_its_new_images_and_a_lost_output_fails_it(
+    first_batch, dags, stand_in, lake, images, capfd
 ):
-    """Both steps succeed, but a plot of the new fit never reaches S3 (lost on the node)."""
+    """New photos land: the next run featurizes only them and refits the PCA over every batch;
+    both steps succeed, but a plot of the new fit never reaches S3 (lost on the node), so the
+    validation fails the run."""
     emr = stand_in.client("emr")
+    added = add_images(images, per_label=2, skip=8)
     plots = f"outputs/{contract.PLOTS}/"
     listed = lake.list_objects_v2(Bucket=BUCKET, Prefix=plots).get("Contents", [])
     old_fits = {o["Key"].removeprefix(plots).split("/")[0] for o in listed}
@@ -237,6 +225,13 @@ def test_an_output_lost_before_validation_fails_the_run_and_the_cluster_still_en
     cluster = ended(emr, "2026-11-25")
     assert cluster["Status"]["State"] == "TERMINATED"
     assert {s["Status"]["State"] for s in steps(emr, cluster["Id"]).values()} == {"COMPLETED"}
+    # Only the new photos were featurized; the fit covers every batch (16 photos before).
+    report = json.loads(read(lake, f"{OUTPUT}/{contract.featurize_report_key('2026-11-25')}"))
+    assert (report[contract.R_INPUT], report[contract.R_SKIPPED]) == (added, 16)
+    pca = json.loads(read(lake, f"{OUTPUT}/{contract.PCA_REPORT_KEY}"))
+    assert pca[contract.R_FIT] == fit and pca[contract.R_ROWS] == 16 + added
+    assert len(s3_matrix(lake)[1]) == 16 + added
+    assert all(path.startswith(f"s3://{BUCKET}/raw/images/") for path in csv_paths(lake))
 
 
 def test_a_cluster_that_cannot_bootstrap_ends_with_errors_and_runs_nothing(dags, stand_in, lake):
