@@ -155,7 +155,11 @@ class Job:
 
 
 def batch_files(lake: Lake, dataset: str, pattern: str) -> list[Path]:
-    return list((lake.output / dataset / "batch=b1").rglob(pattern))
+    """Batch ``b1``'s files in ``dataset`` matching ``pattern``; [] while a job moves them."""
+    try:
+        return list((lake.output / dataset / "batch=b1").rglob(pattern))
+    except FileNotFoundError:  # a task's folder under _temporary committed during the walk
+        return []
 
 
 def committed_rows(spark, lake: Lake) -> dict[str, list[str]]:
