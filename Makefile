@@ -81,7 +81,7 @@ demo: setup
 # s3://bucket/outputs); CLEAN=1 deletes the left-overs (only while no job writes there).
 OUTPUTS ?= $(OUT)/outputs
 lake-state: setup
-	$(BIN)/python -m fruits_pipeline.lake_state "$(OUTPUTS)" $(if $(CLEAN),--clean)
+	$(BIN)/python -m fruits_pipeline.outputs_state "$(OUTPUTS)" $(if $(CLEAN),--clean)
 
 # Cost and duration of an EMR run on the current FRUITS_* settings: IMAGES=N (several: a
 # table), TARGET=minutes recommends a core-node count (fruits_pipeline.planner).

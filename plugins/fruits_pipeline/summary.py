@@ -6,20 +6,21 @@ import argparse
 from pathlib import Path
 
 from fruits_jobs import contract
-from fruits_pipeline.lake_state import survey
+from fruits_pipeline.outputs_state import survey
 from fruits_pipeline.stores import LocalStore
-from fruits_pipeline.validation import validate
+from fruits_pipeline.validation import Findings, validate
 
 
-def summarize(output: Path, batch: str) -> str:
-    """A few lines: the batch's counts, the current PCA, the artefacts' paths, and validity.
+def summarize(output: Path, batch: str) -> tuple[str, Findings]:
+    """A few lines on the outputs, and the validation's findings (the outputs are surveyed once).
 
+    The lines give the batch's counts, the current PCA, the artefacts' paths, and validity.
     Only committed batches and the current PCA fit are described; left-overs of runs that
     died are named (``make lake-state CLEAN=1`` removes them).
     """
     store = LocalStore(output)
     state = survey(store)
-    findings = validate(store, batch)
+    findings = validate(store, batch, state)
     featurize = state.committed.get(batch)
     lines = [
         f"batch {batch}: not committed (its run did not finish)"
@@ -52,7 +53,7 @@ def summarize(output: Path, batch: str) -> str:
     lines.append(
         "outputs valid" if findings.ok else f"outputs INVALID: {findings.missing + findings.wrong}"
     )
-    return "\n".join(lines)
+    return "\n".join(lines), findings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="the local output root")
     parser.add_argument("--batch", required=True, help="the batch to describe")
     args = parser.parse_args(argv)
-    text = summarize(args.output, args.batch)
+    text, findings = summarize(args.output, args.batch)
     print(text)
-    return 0 if text.endswith("outputs valid") else 1
+    return 0 if findings.ok else 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Check the Spark jobs' outputs against their contract, in any :class:`Store`.
 
 The rules and the words are :mod:`fruits_jobs.contract`'s; this module only fetches the
-files. Only committed batches and the current PCA fit count (:mod:`fruits_pipeline.lake_state`):
-left-overs of runs that died are named in the summary, never counted. Two kinds of problem:
-*missing* (may still be arriving: a sensor waits) and *wrong* (the outputs exist and
-contradict each other: fail at once).
+files. Only committed batches and the current PCA fit count
+(:mod:`fruits_pipeline.outputs_state`): left-overs of runs that died are named in the summary,
+never counted. Two kinds of problem: *missing* (may still be arriving: a sensor waits) and
+*wrong* (the outputs exist and contradict each other: fail at once).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fruits_jobs import contract
-from fruits_pipeline.lake_state import LakeState, survey
+from fruits_jobs.contract import OutputState
+from fruits_pipeline.outputs_state import survey
 from fruits_pipeline.stores import Store
 
 CSV_SAMPLE_BYTES = 256 * 1024
@@ -36,8 +37,11 @@ class Findings:
         return not self.missing and not self.wrong
 
 
-def validate(store: Store, batch: str) -> Findings:
+def validate(store: Store, batch: str, state: OutputState | None = None) -> Findings:
     """Check the outputs under ``store`` (the output root) after batch ``batch``.
+
+    ``state`` is :func:`~fruits_pipeline.outputs_state.survey`'s of ``store`` when the caller
+    has surveyed it already; by default the outputs are surveyed here.
 
     * batch ``batch`` is committed and its ``input = featurized + quarantined``;
     * a current PCA fit covers every committed batch (else *missing*: a PCA is due), and
@@ -46,7 +50,7 @@ def validate(store: Store, batch: str) -> Findings:
       and whose sample has no NaN, and both plots.
     """
     findings = Findings()
-    state = survey(store)
+    state = survey(store) if state is None else state
     report = state.committed.get(batch)
     if report is None:
         findings.missing.append(f"{store.uri}/{contract.featurize_report_key(batch)}")
@@ -67,7 +71,7 @@ def validate(store: Store, batch: str) -> Findings:
     return findings
 
 
-def _check_fit(store: Store, state: LakeState, findings: Findings) -> None:
+def _check_fit(store: Store, state: OutputState, findings: Findings) -> None:
     pca, fit = state.pca or {}, state.fit or ""
     covered = set(pca.get(contract.R_BATCHES) or [])
     gone = sorted(covered - set(state.committed))

@@ -3,14 +3,14 @@
 A batch counts once its report is published (:func:`commit`), after its data; a PCA fit once
 ``_reports/pca.json`` names it (:func:`publish_fit`), after its files. Everything else under
 the output root is a left-over of a run that died: the readers here never see it, and the
-next run of the same batch, or the next PCA, replaces or removes it. See
-:mod:`fruits_jobs.contract` for the layout.
+next run of the same batch, or the next PCA, replaces or removes it. The rules are
+:func:`fruits_jobs.contract.classify`'s, the Airflow side's too: this module lists the output
+root through Hadoop's FileSystem, feeds it the keys, and deletes what it names.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,27 +21,26 @@ from fruits_jobs import contract, storage
 log = logging.getLogger(__name__)
 
 
-def _reports(spark: SparkSession, output: str) -> list[tuple[str, str]]:
-    """``(uri, key)`` of the files directly in ``_reports/``."""
-    return [
-        (uri, f"{contract.REPORTS}/{uri.rsplit('/', 1)[-1]}")
-        for uri in storage.list_files(spark, contract.dataset_uri(output, contract.REPORTS))
-    ]
+def _survey(
+    spark: SparkSession, output: str, names: Iterable[str]
+) -> tuple[str, contract.OutputState]:
+    """The full URI of ``output``, and its files under ``names`` sorted by the contract."""
+    root, files = storage.list_tree(spark, output, names)
+    return root, contract.classify(
+        files, lambda key: storage.read_bytes(spark, contract.join(root, key))
+    )
 
 
 def committed_batches(spark: SparkSession, output: str) -> dict[str, dict[str, Any]]:
     """The batches committed under ``output``: batch id -> its report (one GET each on S3)."""
-    found = {}
-    for uri, key in _reports(spark, output):
-        batch = contract.batch_of_report(key)
-        if batch is None:
-            continue
-        report = contract.parse_report(storage.read_bytes(spark, uri))
-        if report is None:
-            log.warning("ignoring %s: not a featurize report (a run died writing it?)", uri)
-            continue
-        found[batch] = report
-    return found
+    root, state = _survey(spark, output, [contract.REPORTS])
+    for unit in state.left_overs:
+        if contract.batch_of_report(unit.name) is not None:
+            log.warning(
+                "ignoring %s: not a featurize report (a run died writing it?)",
+                contract.join(root, unit.name),
+            )
+    return state.committed
 
 
 def uncommit(spark: SparkSession, output: str, batches: Iterable[str] | None = None) -> None:
@@ -51,12 +50,14 @@ def uncommit(spark: SparkSession, output: str, batches: Iterable[str] | None = N
     uncommitted, never committed with half its data.
     """
     wanted = None if batches is None else set(batches)
-    for uri, key in _reports(spark, output):
-        name = re.sub(r"\.[0-9a-f]+\.tmp$", "", key)  # what storage.publish_bytes writes first
-        batch = contract.batch_of_report(name)
+    root, state = _survey(spark, output, [contract.REPORTS])
+    for unit in state.units:
+        batch = unit.owner if unit.kind == contract.REPORT_UNIT else None
         if batch is not None and (wanted is None or batch in wanted):
-            log.info("uncommitting batch %s: deleting %s", batch, uri)
-            storage.delete(spark, uri)
+            for path in unit.roots:
+                uri = contract.join(root, path)
+                log.info("uncommitting batch %s: deleting %s", batch, uri)
+                storage.delete(spark, uri)
 
 
 def commit(spark: SparkSession, output: str, batch: str, report: dict[str, Any]) -> None:
@@ -76,11 +77,8 @@ def read_committed(
 
 def current_fit(spark: SparkSession, output: str) -> str | None:
     """The fit id ``_reports/pca.json`` names, or None when there is no current PCA."""
-    uri = contract.pca_report_uri(output)
-    if not storage.exists(spark, uri):
-        return None
-    pointer = contract.parse_pointer(storage.read_bytes(spark, uri))
-    return None if pointer is None else pointer[contract.R_FIT]
+    _, state = _survey(spark, output, [contract.PCA_REPORT_KEY])
+    return state.fit
 
 
 def publish_fit(spark: SparkSession, output: str, report: dict[str, Any]) -> None:
@@ -94,13 +92,15 @@ def drop_fits(spark: SparkSession, output: str, keep: str | None) -> list[str]:
 
     Before a fit: what PCA runs killed half-way left. After it: the fit it superseded.
     """
-    dropped = []
-    for dataset in contract.FIT_DATASETS:
-        for uri in storage.list_folders(spark, contract.dataset_uri(output, dataset)):
-            fit = uri.rsplit("/", 1)[-1]
-            if fit != keep and re.fullmatch(contract.FIT_ID_PATTERN, fit):
-                storage.delete(spark, uri)
-                dropped.append(uri)
+    root, state = _survey(spark, output, contract.FIT_DATASETS)
+    dropped = [
+        contract.join(root, path)
+        for unit in state.units
+        if unit.kind == contract.FIT_UNIT and unit.owner not in (None, keep)
+        for path in unit.roots
+    ]
+    for uri in dropped:
+        storage.delete(spark, uri)
     if dropped:
         log.info("dropped %d folders of fits other than %s: %s", len(dropped), keep, dropped)
     return dropped

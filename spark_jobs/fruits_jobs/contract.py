@@ -23,7 +23,10 @@ data, in one step (a rename, or one PUT on S3), so a reader never sees a partial
 take the batch ids from the reports and read those batches' folders only; a batch folder
 without a report is a left-over of a run that died, ignored until the batch runs again. A
 PCA fit is written beside the current one under a new ``<fit>`` id and becomes current when
-``pca.json`` naming it replaces the previous one; fits it does not name are left-overs.
+``pca.json`` naming it replaces the previous one; fits it does not name are left-overs. A
+report is published through a temporary ``<name>.<hex>.tmp`` (:func:`temporary_name`).
+:func:`classify` sorts a listing of the output root by these rules; the Spark jobs
+(``commits.py``) and the Airflow side (``fruits_pipeline.outputs_state``) both use it.
 
 >>> batch_uri("s3://b/out", FEATURES, "2026-11-24")
 's3://b/out/features/batch=2026-11-24'
@@ -37,7 +40,9 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -105,14 +110,6 @@ ATTRIBUTION_PREFIXES = ("ATTRIBUTION", "LICENSE", "NOTICE")
 """Files at the images' root that must travel with the images' derivatives (CC BY-SA)."""
 
 
-ATTRIBUTION = f"{REPORTS}/attribution"
-
-
-def attribution_key(batch: str, name: str) -> str:
-    """Where the featurizer copies the attribution file ``name`` of ``batch``'s images."""
-    return f"{ATTRIBUTION}/{validate_batch_id(batch)}/{name}"
-
-
 BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 """A batch id is one path segment: letters, digits and ``_ . -``.
 
@@ -131,9 +128,24 @@ def dataset_uri(root: str, dataset: str) -> str:
     return join(root, dataset)
 
 
+ATTRIBUTION = f"{REPORTS}/attribution"
+BATCH_DATASETS = {FEATURES: f"{BATCH}=", QUARANTINE: f"{BATCH}=", ATTRIBUTION: ""}
+"""The folders holding one sub-folder per batch, and how that sub-folder's name starts."""
+
+
+def batch_key(dataset: str, batch: str) -> str:
+    """The folder of ``batch`` in one of ``BATCH_DATASETS``, relative to the output root."""
+    return f"{dataset}/{BATCH_DATASETS[dataset]}{validate_batch_id(batch)}"
+
+
 def batch_uri(root: str, dataset: str, batch: str) -> str:
-    """The partition folder of ``batch`` in ``FEATURES`` or ``QUARANTINE``."""
-    return join(root, dataset, f"{BATCH}={validate_batch_id(batch)}")
+    """The folder of ``batch`` in ``FEATURES``, ``QUARANTINE`` (a partition) or ``ATTRIBUTION``."""
+    return join(root, batch_key(dataset, batch))
+
+
+def attribution_key(batch: str, name: str) -> str:
+    """Where the featurizer copies the attribution file ``name`` of ``batch``'s images."""
+    return f"{batch_key(ATTRIBUTION, batch)}/{name}"
 
 
 FEATURIZE_REPORT_PREFIX = f"{REPORTS}/featurize-"
@@ -155,9 +167,10 @@ def pca_report_uri(root: str) -> str:
     return join(root, PCA_REPORT_KEY)
 
 
-FIT_DATASETS = (PCA, PCA_CSV, PCA_MODEL, f"{REPORTS}/pca")
+PLOTS = f"{REPORTS}/pca"
+"""The folder of the PCA plots, one ``<fit>`` sub-folder per fit."""
+FIT_DATASETS = (PCA, PCA_CSV, PCA_MODEL, PLOTS)
 """The folders that hold one ``<fit>`` sub-folder per PCA fit: scores, CSV, model, plots."""
-PLOTS = FIT_DATASETS[-1]
 FIT_ID_PATTERN = r"\d{8}T\d{6}Z-[0-9a-f]{8}"
 """A PCA fit id: its UTC start time and 8 random hex digits (``20261124T093000Z-1a2b3c4d``)."""
 R_FIT = "fit"
@@ -171,7 +184,7 @@ def new_fit_id(now: datetime) -> str:
 
 def fit_key(dataset: str, fit: str) -> str:
     """The folder of ``fit`` in one of ``FIT_DATASETS``, relative to the output root."""
-    if not re.fullmatch(FIT_ID_PATTERN, fit or ""):
+    if not _matches(FIT_ID_PATTERN, fit):
         raise ValueError(f"invalid PCA fit id {fit!r}: expected {FIT_ID_PATTERN}")
     return f"{dataset}/{fit}"
 
@@ -192,8 +205,7 @@ def batch_of_report(key: str) -> str | None:
     >>> batch_of_report("_reports/featurize-2026-11-24.json"), batch_of_report("_reports/x")
     ('2026-11-24', None)
     """
-    found = re.fullmatch(rf"{FEATURIZE_REPORT_PREFIX}({BATCH_ID_PATTERN})\.json", key)
-    return found.group(1) if found else None
+    return _captured(rf"{FEATURIZE_REPORT_PREFIX}({BATCH_ID_PATTERN})\.json", key)
 
 
 def parse_report(data: bytes) -> dict[str, Any] | None:
@@ -212,8 +224,7 @@ def parse_report(data: bytes) -> dict[str, Any] | None:
 def parse_pointer(data: bytes) -> dict[str, Any] | None:
     """The PCA report ``pca.json`` from its bytes, or None unless it names a valid fit."""
     document = _json_object(data)
-    fit = document.get(R_FIT) if document is not None else None
-    if not isinstance(fit, str) or not re.fullmatch(FIT_ID_PATTERN, fit):
+    if document is None or not _matches(FIT_ID_PATTERN, document.get(R_FIT)):
         return None
     return document
 
@@ -226,9 +237,199 @@ def _json_object(data: bytes) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
+# --- the commit protocol: what counts, what is left over ------------------------------------
+TOP_FOLDERS = tuple(
+    sorted({n.partition("/")[0] for n in (REPORTS, *BATCH_DATASETS, *FIT_DATASETS)})
+)
+"""The folders directly under the output root that hold every file of the contract."""
+EMRFS_MARKER = "_$folder$"
+"""The suffix of the empty objects EMRFS writes for folders (``<folder>_$folder$``)."""
+OLD_PLOT_KEYS = tuple(f"{REPORTS}/{name}" for name in PCA_PLOTS)
+"""Where the plots were before fits had folders: left-overs now."""
+BATCH_UNIT, FIT_UNIT, REPORT_UNIT = "batch", "fit", "report"
+
+
+def temporary_name(name: str) -> str:
+    """A fresh name ``<name>.<random hex>.tmp`` to write ``name`` under before renaming it."""
+    return f"{name}.{secrets.token_hex(4)}.tmp"
+
+
+def published_name(name: str) -> str | None:
+    """The name a temporary file (see :func:`temporary_name`) stands for; None for others.
+
+    >>> published_name("_reports/pca.json.0a1b2c3d.tmp"), published_name("_reports/pca.json")
+    ('_reports/pca.json', None)
+    """
+    return _captured(r"(.+)\.[0-9a-f]+\.tmp", name)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Files under the output root that stand or fall together.
+
+    :param name: one batch's or one fit's folder in one dataset (ends with ``/``), or one
+        report file (a temporary one included), relative to the root.
+    :param kind: ``BATCH_UNIT``, ``FIT_UNIT`` or ``REPORT_UNIT``.
+    :param owner: the batch or fit id it belongs to; None for a folder named by no id, the
+        PCA report and the plots of the old layout.
+    :param keys: its files (Hadoop checksums and EMRFS markers included), as listed.
+    :param size: their bytes.
+    :param left_over: not part of a committed batch or of the current fit: ignored by the
+        readers, left by a run that died.
+    """
+
+    name: str
+    kind: str
+    owner: str | None
+    keys: tuple[str, ...]
+    size: int
+    left_over: bool
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """What to delete (recursively) to remove the unit: its folder or file, then its markers.
+
+        The EMRFS markers and checksums of a folder unit lie beside the folder, not in it.
+
+        >>> Unit("pca/f/", FIT_UNIT, None, ("pca/f/a", "pca/f_$folder$"), 0, True).roots
+        ('pca/f', 'pca/f_$folder$')
+        """
+        beside = (key for key in self.keys if not key.startswith(self.name))
+        return (self.name.removesuffix("/"), *beside)
+
+
+@dataclass
+class OutputState:
+    """What :func:`classify` found in a listing of the output root."""
+
+    committed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Batch id -> its report, for every committed batch."""
+    pca: dict[str, Any] | None = None
+    """The current fit's report (``_reports/pca.json``), None when there is none."""
+    units: list[Unit] = field(default_factory=list)
+    """Every file of the contract's names in its unit, by unit name."""
+
+    @property
+    def fit(self) -> str | None:
+        """The current fit's id."""
+        return None if self.pca is None else self.pca[R_FIT]
+
+    @property
+    def fit_keys(self) -> list[str]:
+        """The keys of the current fit's files."""
+        return [k for u in self.units if u.kind == FIT_UNIT and not u.left_over for k in u.keys]
+
+    @property
+    def left_overs(self) -> list[Unit]:
+        """The units no reader sees."""
+        return [unit for unit in self.units if unit.left_over]
+
+
+def classify(files: Mapping[str, int], read: Callable[[str], bytes]) -> OutputState:
+    """Sort a listing of the output root into committed batches, the current fit, left-overs.
+
+    * A batch is committed when ``_reports/featurize-<id>.json`` is a report
+      (:func:`parse_report`); the current fit is the one a readable ``_reports/pca.json``
+      names (:func:`parse_pointer`). Nothing else is read.
+    * Every file of the contract's names goes to a :class:`Unit`: a batch's folder in one
+      of ``BATCH_DATASETS``, a fit's folder in one of ``FIT_DATASETS``, or one report or
+      temporary report file. A Hadoop checksum ``.name.crc`` goes with ``name``, an EMRFS
+      marker ``<folder>_$folder$`` with ``<folder>/``; other files, and S3 folder objects
+      (``key/``), are left out.
+    * A unit is a left-over unless it belongs to a committed batch or the current fit, or is
+      the report of one of them.
+
+    A listing of part of the root classifies that part: with ``FIT_DATASETS`` only, say, it
+    finds no current fit, but the same units.
+
+    :param files: key (relative to the root) -> bytes, of the files under ``TOP_FOLDERS``.
+    :param read: the content of a key; called for the reports only.
+
+    >>> committed = b'{"input": 2, "featurized": 1, "quarantined": 1}'
+    >>> state = classify(
+    ...     {
+    ...         "_reports/featurize-a.json": 50,
+    ...         "_reports/featurize-b.json.0a1b2c3d.tmp": 20,
+    ...         "features/batch=a/part-0.parquet": 900,
+    ...         "features/batch=b/part-0.parquet": 900,
+    ...         "features/batch=b/.part-0.parquet.crc": 16,
+    ...         "_reports/notes.txt": 5,
+    ...     },
+    ...     {"_reports/featurize-a.json": committed}.__getitem__,
+    ... )
+    >>> sorted(state.committed), state.fit
+    (['a'], None)
+    >>> [(u.name, u.owner, len(u.keys), u.size) for u in state.left_overs]
+    [('_reports/featurize-b.json.0a1b2c3d.tmp', 'b', 1, 20), ('features/batch=b/', 'b', 2, 916)]
+    """
+    state = OutputState()
+    for key in files:
+        if key == PCA_REPORT_KEY:
+            state.pca = parse_pointer(read(key))
+        elif (batch := batch_of_report(key)) and (report := parse_report(read(key))):
+            state.committed[batch] = report
+    current = {featurize_report_key(b) for b in state.committed}
+    current |= {PCA_REPORT_KEY} if state.pca is not None else set()
+    grouped: dict[tuple[str, str, str | None], list[str]] = defaultdict(list)
+    for key in files:
+        unit = _unit(_without_checksum(key))
+        if unit is not None:
+            grouped[unit].append(key)
+    for (name, kind, owner), keys in sorted(grouped.items(), key=lambda item: item[0][0]):
+        live = (
+            (kind == BATCH_UNIT and owner in state.committed)
+            or (kind == FIT_UNIT and owner is not None and owner == state.fit)
+            or (kind == REPORT_UNIT and name in current)
+        )
+        size = sum(files[k] for k in keys)
+        state.units.append(Unit(name, kind, owner, tuple(keys), size, left_over=not live))
+    return state
+
+
+def _without_checksum(key: str) -> str:
+    """The key of the file a Hadoop checksum ``dir/.name.crc`` belongs to, else ``key``."""
+    folder, _, name = key.rpartition("/")
+    if name.startswith(".") and name.endswith(".crc"):
+        return f"{folder}/{name[1:-4]}".lstrip("/")
+    return key
+
+
+def _unit(key: str) -> tuple[str, str, str | None] | None:
+    """The name, kind and owner of the unit of ``key``; None outside the contract's names."""
+    if key.endswith("/"):
+        return None
+    for kind, datasets in ((BATCH_UNIT, BATCH_DATASETS), (FIT_UNIT, FIT_DATASETS)):
+        for dataset in datasets:
+            if key.startswith(f"{dataset}/"):
+                segment, _, rest = key[len(dataset) + 1 :].partition("/")
+                folder = segment.removesuffix(EMRFS_MARKER) or segment
+                name = f"{dataset}/{folder}{'/' if rest or folder != segment else ''}"
+                if kind == FIT_UNIT:
+                    return name, kind, folder if _matches(FIT_ID_PATTERN, folder) else None
+                batch = folder.removeprefix(BATCH_DATASETS[dataset])
+                named = folder.startswith(BATCH_DATASETS[dataset])
+                return name, kind, batch if named and _matches(BATCH_ID_PATTERN, batch) else None
+    published = published_name(key) or key
+    if published == PCA_REPORT_KEY or published in OLD_PLOT_KEYS:
+        return key, REPORT_UNIT, None
+    batch = batch_of_report(published)
+    return None if batch is None else (key, REPORT_UNIT, batch)
+
+
+def _matches(pattern: str, text: object) -> bool:
+    """Whether ``text`` is a string that ``pattern`` matches whole."""
+    return isinstance(text, str) and re.fullmatch(pattern, text) is not None
+
+
+def _captured(pattern: str, text: str) -> str | None:
+    """What the group of ``pattern`` captures when it matches ``text`` whole, else None."""
+    found = re.fullmatch(pattern, text)
+    return found.group(1) if found else None
+
+
 def validate_batch_id(batch: str) -> str:
     """Return ``batch`` if it is a valid batch id, else raise ``ValueError`` naming it."""
-    if not re.fullmatch(BATCH_ID_PATTERN, batch or ""):
+    if not _matches(BATCH_ID_PATTERN, batch):
         raise ValueError(
             f"invalid batch id {batch!r}: use 1-64 letters, digits or '_.-', "
             "starting with a letter or digit"

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
+
+from fruits_jobs import contract
 
 
 def _filesystem(spark: SparkSession, uri: str) -> tuple[Any, Any]:
@@ -22,12 +24,6 @@ def _filesystem(spark: SparkSession, uri: str) -> tuple[Any, Any]:
     path = jvm.org.apache.hadoop.fs.Path(uri)
     conf = spark.sparkContext._jsc.hadoopConfiguration()
     return path.getFileSystem(conf), path
-
-
-def exists(spark: SparkSession, uri: str) -> bool:
-    """Whether a file or folder exists at ``uri``."""
-    filesystem, path = _filesystem(spark, uri)
-    return bool(filesystem.exists(path))
 
 
 def delete(spark: SparkSession, uri: str) -> bool:
@@ -38,19 +34,31 @@ def delete(spark: SparkSession, uri: str) -> bool:
 
 def list_files(spark: SparkSession, uri: str) -> list[str]:
     """URIs of the files directly in the folder ``uri`` (not recursive); [] if it is absent."""
-    return [found for found, is_file in _list(spark, uri) if is_file]
-
-
-def list_folders(spark: SparkSession, uri: str) -> list[str]:
-    """URIs of the folders directly in the folder ``uri``; [] if it is absent."""
-    return [found for found, is_file in _list(spark, uri) if not is_file]
-
-
-def _list(spark: SparkSession, uri: str) -> list[tuple[str, bool]]:
     filesystem, path = _filesystem(spark, uri)
     if not filesystem.exists(path):
         return []
-    return [(str(s.getPath().toString()), bool(s.isFile())) for s in filesystem.listStatus(path)]
+    return [str(s.getPath().toString()) for s in filesystem.listStatus(path) if s.isFile()]
+
+
+def list_tree(spark: SparkSession, root: str, names: Iterable[str]) -> tuple[str, dict[str, int]]:
+    """The root's full URI, and key (relative to it) -> length of the files under its ``names``.
+
+    Each ``root/<name>`` is listed recursively (a file lists itself; an absent name, nothing).
+    On a local disk Hadoop leaves its ``.crc`` checksums out.
+    """
+    filesystem, path = _filesystem(spark, root)
+    qualified = str(filesystem.makeQualified(path).toString()).rstrip("/")
+    found = {}
+    for name in names:
+        filesystem, path = _filesystem(spark, contract.join(qualified, name))
+        if not filesystem.exists(path):
+            continue
+        files = filesystem.listFiles(path, True)
+        while files.hasNext():
+            status = files.next()
+            key = str(status.getPath().toString()).removeprefix(f"{qualified}/")
+            found[key] = int(status.getLen())
+    return qualified, found
 
 
 def status(spark: SparkSession, uri: str) -> tuple[int, datetime]:
@@ -77,7 +85,7 @@ def publish_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
     (``file:``, where the driver runs), ``data`` goes to a temporary file beside it, which
     ``os.replace`` renames over ``uri`` in one step (Hadoop's local rename refuses to
     replace, and deletes first when told to); a process killed before that leaves only the
-    temporary ``<name>.<random>.tmp``.
+    temporary ``<name>.<random>.tmp`` (:func:`fruits_jobs.contract.temporary_name`).
     """
     filesystem, path = _filesystem(spark, uri)
     if filesystem.getScheme() != "file":
@@ -85,7 +93,7 @@ def publish_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
         return
     target = Path(filesystem.makeQualified(path).toUri().getPath())
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
+    temporary = target.with_name(contract.temporary_name(target.name))
     temporary.write_bytes(data)
     # A checksum Hadoop wrote for an earlier version would fail its reads of this one.
     target.with_name(f".{target.name}.crc").unlink(missing_ok=True)

@@ -9,9 +9,9 @@ from io import BytesIO
 import pytest
 
 from fruits_jobs import contract
-from fruits_pipeline import lake_state
+from fruits_pipeline import outputs_state, summary
 from fruits_pipeline.code_bundle import bundle_version, package_zip
-from fruits_pipeline.lake_state import survey
+from fruits_pipeline.outputs_state import survey
 from fruits_pipeline.preflight import bucket_problems
 from fruits_pipeline.stores import LocalStore, S3Store
 from fruits_pipeline.validation import validate
@@ -47,6 +47,7 @@ def write_contract(store, *, batch="b1", rows=4, csv_rows=None, consistent=True,
         "k": 2,
         "rows": rows - 1,
         "explained_variance": [0.5, 0.2],
+        "cumulative_explained_variance": [0.5, 0.7],
         "batches": covers or [batch],
     }
     store.write(contract.PCA_REPORT_KEY, json.dumps(pointer).encode())
@@ -98,7 +99,7 @@ def test_left_overs_are_named_never_counted_and_cleaned(tmp_path, s3, capsys, wh
     assert (sorted(state.committed), state.fit) == (["b1"], FIT)
     assert sum(len(x.keys) for x in state.left_overs) == 8  # the checksum travels with its file
 
-    assert lake_state.main([store.uri, "--clean"]) == 0
+    assert outputs_state.main([store.uri, "--clean"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("deleted 8 files of 7 left-overs\n")
     assert "b1: 4 images, 3 featurized, 1 quarantined" in printed
@@ -107,6 +108,21 @@ def test_left_overs_are_named_never_counted_and_cleaned(tmp_path, s3, capsys, wh
     assert len(list(store.listing())) == 9  # the batch's 3 files, the fit's 5, pca.json
     if where == "local":
         assert not (tmp_path / "features" / "batch=b2").exists()
+
+
+def test_the_summary_exits_from_the_findings_it_prints(tmp_path, capsys):
+    store = LocalStore(tmp_path)
+    write_contract(store)
+    assert summary.main([str(tmp_path), "--batch", "b1"]) == 0
+    printed = capsys.readouterr().out
+    assert "PCA: k=2 components explain 70.0% of the variance over 3 images of 1 batches" in printed
+    assert printed.endswith("\noutputs valid\n")
+    commit_batch(store, "b2", 5)
+    assert summary.main([str(tmp_path), "--batch", "b2"]) == 1
+    assert capsys.readouterr().out.endswith(
+        f"outputs INVALID: [\"a PCA fit over the committed batches: fit {FIT} covers ['b1'], "
+        "not ['b2']\"]\n"
+    )
 
 
 def test_counts_that_do_not_add_up_are_wrong(tmp_path):
