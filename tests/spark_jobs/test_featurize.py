@@ -166,6 +166,7 @@ def test_fruits360_attribution_travels_with_the_features(spark, weights_file, tm
         ("no_images", "no images found under "),
         ("bad_weights", "is not MobileNetV2 weights"),
         ("missing_weights", "weights file not found: "),
+        ("truncated_weights", "is not MobileNetV2 weights (alpha=1.0, no top): Unable to "),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(spark, weights_file, tmp_path, capsys, case, message):
@@ -180,6 +181,9 @@ def test_bad_arguments_exit_2_with_one_line(spark, weights_file, tmp_path, capsy
         shutil.copy(sample_images(GROCERY, 1)[0], weights)
     if case == "missing_weights":
         weights = tmp_path / "absent.h5"
+    if case == "truncated_weights":
+        weights = tmp_path / "truncated.h5"
+        weights.write_bytes(weights_file.read_bytes()[:100_000])
     assert featurize(images, tmp_path / "out", weights, "b1") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("featurize: error: ") and message in err[0], err
