@@ -45,8 +45,9 @@ from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
+from py4j.protocol import Py4JError
 from pyspark import InheritableThread, StorageLevel, TaskContext
-from pyspark.errors import AnalysisException
+from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
 from pyspark.sql.functions import pandas_udf
@@ -168,7 +169,8 @@ def prepare_workers(spark: SparkSession, spec: ModelSpec) -> InheritableThread:
     One row per task slot through a pandas UDF: Python workers that run RDD code are another
     pool than those of SQL UDFs, and the prepared ones must be those Spark hands the featurize
     UDF's tasks next. Best effort: ``defaultParallelism`` may not count executors still
-    starting, and a failure is only logged (the featurize tasks then build the net themselves).
+    starting, and a failed or cancelled Spark job is only logged (the featurize tasks then build
+    the net themselves); any other exception is a bug and ends the thread with its traceback.
     Its jobs run in the group :data:`PREPARE_GROUP`.
     """
     slots = spark.sparkContext.defaultParallelism
@@ -183,7 +185,7 @@ def prepare_workers(spark: SparkSession, spec: ModelSpec) -> InheritableThread:
         try:
             rows = spark.range(slots, numPartitions=slots).select(warm("id"))
             rows.write.format("noop").mode("overwrite").save()
-        except Exception as err:  # noqa: BLE001 - the featurize job reports real failures
+        except (PySparkException, Py4JError) as err:  # a task failed, or the job was cancelled
             log.warning("preparing the Python workers failed: %s", f"{err}".strip() or repr(err))
 
     thread = InheritableThread(target=prepare_all, name=PREPARE_GROUP, daemon=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fruits_jobs import contract
-from fruits_jobs.featurize import main
+from fruits_jobs.featurize import main, prepare_workers
+from fruits_jobs.model import ModelSpec
 from tests.conftest import FRUITS360, GROCERY, copy_images, labels, sample_images
 
 
@@ -204,3 +206,20 @@ def test_model_is_built_once_per_process_across_batches(weights_file):
     assert model.model_builds() == before + 1
     assert [len(o) for o in out] == [2, 2, 2]
     assert all(f.shape == (1280,) for o in out for f in o.features)
+
+
+def test_preparing_workers_logs_a_failed_spark_job_but_raises_a_bug(spark, monkeypatch, caplog):
+    """A failed task is left to the featurize job; a bug on the driver ends the thread loudly."""
+    raised = []
+    monkeypatch.setattr(threading, "excepthook", raised.append)
+    prepare_workers(spark, ModelSpec(1.0, 8, "too-small")).join()  # Keras refuses 8x8 images
+    assert "preparing the Python workers failed: " in caplog.text and raised == []
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug in our code")
+
+    monkeypatch.setattr(spark, "range", bug)
+    prepare_workers(spark, ModelSpec(1.0, 96, "bug")).join()
+    assert [(type(r.exc_value), str(r.exc_value)) for r in raised] == [
+        (TypeError, "a bug in our code")
+    ]
