@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -53,7 +52,7 @@ from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
 from pyspark.sql.functions import pandas_udf
 
 from fruits_jobs import commits, contract, storage
-from fruits_jobs.cli import batch_id, positive_int, run_job
+from fruits_jobs.cli import Stopwatch, batch_id, positive_int, run_job
 from fruits_jobs.errors import JobError
 from fruits_jobs.imaging import QuarantineError, decode
 from fruits_jobs.model import (
@@ -407,13 +406,13 @@ def featurize_images(
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     """Featurize ``args.images`` into batch ``args.batch_id`` of ``args.output``; the report."""
-    started = time.perf_counter()
+    clock = Stopwatch()
     weights_path = resolve_weights(args.weights, args.alpha, args.image_size)
     spec = ModelSpec(args.alpha, args.image_size, sha256_of(weights_path))
     arrays = driver_weights(spec, weights_path)
     preparing = prepare_workers(spark, spec)
     try:
-        return featurize_batch(spark, args, spec, arrays, started)
+        return featurize_batch(spark, args, spec, arrays, clock)
     except BaseException:
         spark.sparkContext.cancelJobGroup(PREPARE_GROUP)
         raise
@@ -426,11 +425,11 @@ def featurize_batch(
     args: argparse.Namespace,
     spec: ModelSpec,
     arrays: list[np.ndarray],
-    started: float,
+    clock: Stopwatch,
 ) -> dict[str, Any]:
     """Broadcast ``arrays``, featurize the images, write the outputs; the report."""
     broadcast = spark.sparkContext.broadcast(arrays)
-    loaded = time.perf_counter()
+    clock.lap("weights")
     log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
 
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
@@ -444,7 +443,7 @@ def featurize_batch(
             )
     finally:
         broadcast.unpersist()
-    done = time.perf_counter()
+    seconds = clock.lap("featurize")
 
     report = {
         contract.R_BATCH: args.batch_id,
@@ -454,16 +453,12 @@ def featurize_batch(
         contract.R_FEATURIZED: featurized,
         contract.R_QUARANTINED: quarantined,
         contract.R_MODEL: spec.as_report(args.weights),
-        contract.R_TIMINGS: {
-            "weights": round(loaded - started, 3),
-            "featurize": round(done - loaded, 3),
-            "total": round(done - started, 3),
-        },
-        contract.R_THROUGHPUT: round((featurized + quarantined) / max(done - loaded, 1e-9), 2),
-        "images": args.images,
+        contract.R_TIMINGS: clock.timings(),
+        contract.R_THROUGHPUT: round((featurized + quarantined) / max(seconds, 1e-9), 2),
+        contract.R_IMAGES: args.images,
         contract.R_ATTRIBUTION: copy_attribution(spark, args.images, args.output, args.batch_id),
-        "skip_existing": args.skip_existing,
-        "full_recompute": args.full_recompute,
+        contract.R_SKIP_EXISTING: args.skip_existing,
+        contract.R_FULL_RECOMPUTE: args.full_recompute,
     }
     commits.commit(spark, args.output, args.batch_id, report)
     log.info(

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -52,7 +51,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
 
 from fruits_jobs import commits, contract, storage
-from fruits_jobs.cli import positive_int, run_job
+from fruits_jobs.cli import Stopwatch, positive_int, run_job
 from fruits_jobs.errors import JobError
 
 log = logging.getLogger(__name__)
@@ -210,7 +209,7 @@ def _png(fig: Any) -> bytes:
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     """Fit the PCA on the committed batches and make it the current fit under ``args.output``."""
-    started = time.perf_counter()
+    clock = Stopwatch()
     commits.drop_fits(spark, args.output, keep=commits.current_fit(spark, args.output))
     batches = commits.committed_batches(spark, args.output)
     fit_id = contract.new_fit_id(datetime.now(timezone.utc))
@@ -227,7 +226,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
                 f"their reports {expected}"
             )
         model, k = fit(vectors, rows, args)
-        fitted = time.perf_counter()
+        clock.lap("fit")
         scores = model.transform(vectors).select(
             contract.PATH,
             contract.LABEL,
@@ -245,7 +244,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         *(F.col(contract.PCA_COL)[i].alias(name) for i, name in enumerate(header[2:])),
     ).coalesce(1).write.csv(contract.fit_uri(args.output, contract.PCA_CSV, fit_id), header=True)
     model.write().save(contract.fit_uri(args.output, contract.PCA_MODEL, fit_id))
-    done = time.perf_counter()
+    clock.lap("write")
 
     explained = model.stages[-1].explainedVariance.toArray()
     sample = (
@@ -268,17 +267,13 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         contract.R_FIT: fit_id,
         contract.R_K: k,
         contract.R_ROWS: rows,
-        "target_variance": args.variance,
+        contract.R_TARGET_VARIANCE: args.variance,
         contract.R_EXPLAINED: [round(float(v), 6) for v in explained],
         contract.R_CUMULATIVE: [round(float(v), 6) for v in np.cumsum(explained)],
         contract.R_BATCHES: sorted(batches),
         contract.R_PLOTS: list(plots),
-        contract.R_TIMINGS: {
-            "fit": round(fitted - started, 3),
-            "write": round(done - fitted, 3),
-            "total": round(time.perf_counter() - started, 3),
-        },
-        "features": args.features,
+        contract.R_TIMINGS: clock.timings(),
+        contract.R_FEATURES: args.features,
     }
     commits.publish_fit(spark, args.output, report)
     log.info(

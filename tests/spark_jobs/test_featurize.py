@@ -52,6 +52,11 @@ def test_every_input_is_accounted_for(spark, tricky_run, tricky_tree):
     assert (report["featurized"], report["quarantined"]) == (n_good, n_bad)
     assert contract.check_counts(report) == []
     assert report["model"]["weights_sha256"] and report["images_per_s"] > 0
+    assert report[contract.R_IMAGES] == str(tricky_tree["root"])
+    assert not report[contract.R_SKIP_EXISTING] and not report[contract.R_FULL_RECOMPUTE]
+    timings = report[contract.R_TIMINGS]
+    assert set(timings) == {"weights", "featurize", "total"}
+    assert abs(timings["total"] - timings["weights"] - timings["featurize"]) <= 0.002
 
 
 def test_quarantine_gives_each_bad_file_its_reason(spark, tricky_run, tricky_tree):
@@ -129,6 +134,7 @@ def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path)
     assert featurize(images, tmp_path / "out", weights_file, "day1", "--skip-existing") == 0
     day1 = read_report(tmp_path / "out", "day1")
     assert (day1["discovered"], day1["featurized"], day1["quarantined"]) == (5, 4, 1)
+    assert day1[contract.R_SKIP_EXISTING] and not day1[contract.R_FULL_RECOMPUTE]
     assert featurize(images, tmp_path / "out", weights_file, "day2", "--skip-existing") == 0
     day2 = read_report(tmp_path / "out", "day2")
     assert (day2["discovered"], day2["skipped_existing"], day2["input"]) == (5, 5, 0)
@@ -141,7 +147,8 @@ def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path)
     assert featurize(images, tmp_path / "out", weights_file, "day4", "--full-recompute") == 0
     features = spark.read.schema(contract.FEATURES_SCHEMA).parquet(str(tmp_path / "out/features"))
     assert [r.batch for r in features.select("batch").distinct().collect()] == ["day4"]
-    assert features.count() == read_report(tmp_path / "out", "day4")["featurized"] == 5
+    day4 = read_report(tmp_path / "out", "day4")
+    assert features.count() == day4["featurized"] == 5 and day4[contract.R_FULL_RECOMPUTE]
     reports = sorted(p.name for p in (tmp_path / "out" / contract.REPORTS).iterdir())
     assert reports == ["featurize-day4.json"]  # earlier batches uncommitted, no temporary file
 
