@@ -327,9 +327,9 @@ def write_results(
             result.where(~ok).select(
                 contract.PATH, contract.LENGTH, contract.MTIME, contract.REASON
             ).write.mode(mode).parquet(contract.batch_uri(output, contract.QUARANTINE, batch))
+        return counts.get(True, 0), counts.get(False, 0)
     finally:
         result.unpersist()
-    return counts.get(True, 0), counts.get(False, 0)
 
 
 def already_seen(spark: SparkSession, output: str, batch: str) -> DataFrame | None:
@@ -427,22 +427,12 @@ def featurize_batch(
     arrays: list[np.ndarray],
     clock: Stopwatch,
 ) -> dict[str, Any]:
-    """Broadcast ``arrays``, featurize the images, write the outputs; the report."""
-    broadcast = spark.sparkContext.broadcast(arrays)
-    clock.lap("weights")
-    log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
-
+    """Featurize the images with the weights ``arrays``, write the outputs; the report."""
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     # The cached results are mostly float embeddings: compressing them gains little memory and
     # cost 6% of the job's time (make bench).
     spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
-    try:
-        with read_tasks_by_bytes(spark):
-            discovered, featurized, quarantined = featurize_images(
-                spark, args, featurize_udf(spec, broadcast)
-            )
-    finally:
-        broadcast.unpersist()
+    discovered, featurized, quarantined = featurize_broadcast(spark, args, spec, arrays, clock)
     seconds = clock.lap("featurize")
 
     report = {
@@ -471,6 +461,24 @@ def featurize_batch(
         report[contract.R_THROUGHPUT],
     )
     return report
+
+
+def featurize_broadcast(
+    spark: SparkSession,
+    args: argparse.Namespace,
+    spec: ModelSpec,
+    arrays: list[np.ndarray],
+    clock: Stopwatch,
+) -> tuple[int, int, int]:
+    """Broadcast ``arrays``, then :func:`featurize_images` with them; unpersist the broadcast."""
+    broadcast = spark.sparkContext.broadcast(arrays)
+    clock.lap("weights")
+    log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
+    try:
+        with read_tasks_by_bytes(spark):
+            return featurize_images(spark, args, featurize_udf(spec, broadcast))
+    finally:
+        broadcast.unpersist()
 
 
 def main(argv: list[str] | None = None) -> int:
