@@ -77,8 +77,8 @@ def spark_pca(folder: Path, rows: int, k: int | None, variance: float) -> tuple[
 
     spark = SparkSession.builder.getOrCreate()
     start = time.perf_counter()
-    vectors = read_features(spark, str(folder))
-    model, _ = fit(vectors, rows, argparse.Namespace(k=k, variance=variance))
+    vectors = read_features(spark, str(folder), ["bench"])
+    model = fit(vectors, rows, argparse.Namespace(k=k, variance=variance)).model
     assert model.transform(vectors).select("scores").count() == rows
     return time.perf_counter() - start, model.stages[-1].explainedVariance.toArray()
 
@@ -92,7 +92,7 @@ def builtin_pca(folder: Path, rows: int, k: int) -> tuple[float, np.ndarray]:
 
     spark = SparkSession.builder.getOrCreate()
     start = time.perf_counter()
-    vectors = read_features(spark, str(folder))
+    vectors = read_features(spark, str(folder), ["bench"])
     centred = centring().fit(vectors).transform(vectors)
     model = PCA(k=k, inputCol="centred", outputCol="scores").fit(centred)
     assert model.transform(centred).select("scores").count() == rows

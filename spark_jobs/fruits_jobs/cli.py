@@ -1,10 +1,11 @@
-"""What every job entry point shares: the Spark session, logging, and one-line errors."""
+"""What every job entry point shares: the Spark session, logging, one-line errors, timings."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,3 +63,28 @@ def batch_id(text: str) -> str:
         return contract.validate_batch_id(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
+
+
+class Stopwatch:
+    """Seconds spent in a job's steps, for its report's ``timings_s``.
+
+    >>> clock = Stopwatch()
+    >>> seconds = clock.lap("fit")
+    >>> list(clock.timings())
+    ['fit', 'total']
+    """
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, step: str) -> float:
+        """Record the seconds since the previous lap (or the start) as ``step``; return them."""
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        self.laps[step] = round(seconds, 3)
+        return seconds
+
+    def timings(self) -> dict[str, float]:
+        """Each lap, then ``total``: the seconds since the start, all rounded to the ms."""
+        return {**self.laps, "total": round(time.perf_counter() - self.started, 3)}

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,14 +44,15 @@ from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
+from py4j.protocol import Py4JError
 from pyspark import InheritableThread, StorageLevel, TaskContext
-from pyspark.errors import AnalysisException
+from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
 from pyspark.sql.functions import pandas_udf
 
 from fruits_jobs import commits, contract, storage
-from fruits_jobs.cli import batch_id, positive_int, run_job
+from fruits_jobs.cli import Stopwatch, batch_id, positive_int, run_job
 from fruits_jobs.errors import JobError
 from fruits_jobs.imaging import QuarantineError, decode
 from fruits_jobs.model import (
@@ -168,7 +168,8 @@ def prepare_workers(spark: SparkSession, spec: ModelSpec) -> InheritableThread:
     One row per task slot through a pandas UDF: Python workers that run RDD code are another
     pool than those of SQL UDFs, and the prepared ones must be those Spark hands the featurize
     UDF's tasks next. Best effort: ``defaultParallelism`` may not count executors still
-    starting, and a failure is only logged (the featurize tasks then build the net themselves).
+    starting, and a failed or cancelled Spark job is only logged (the featurize tasks then build
+    the net themselves); any other exception is a bug and ends the thread with its traceback.
     Its jobs run in the group :data:`PREPARE_GROUP`.
     """
     slots = spark.sparkContext.defaultParallelism
@@ -183,7 +184,7 @@ def prepare_workers(spark: SparkSession, spec: ModelSpec) -> InheritableThread:
         try:
             rows = spark.range(slots, numPartitions=slots).select(warm("id"))
             rows.write.format("noop").mode("overwrite").save()
-        except Exception as err:  # noqa: BLE001 - the featurize job reports real failures
+        except (PySparkException, Py4JError) as err:  # a task failed, or the job was cancelled
             log.warning("preparing the Python workers failed: %s", f"{err}".strip() or repr(err))
 
     thread = InheritableThread(target=prepare_all, name=PREPARE_GROUP, daemon=True)
@@ -326,9 +327,9 @@ def write_results(
             result.where(~ok).select(
                 contract.PATH, contract.LENGTH, contract.MTIME, contract.REASON
             ).write.mode(mode).parquet(contract.batch_uri(output, contract.QUARANTINE, batch))
+        return counts.get(True, 0), counts.get(False, 0)
     finally:
         result.unpersist()
-    return counts.get(True, 0), counts.get(False, 0)
 
 
 def already_seen(spark: SparkSession, output: str, batch: str) -> DataFrame | None:
@@ -405,13 +406,13 @@ def featurize_images(
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     """Featurize ``args.images`` into batch ``args.batch_id`` of ``args.output``; the report."""
-    started = time.perf_counter()
+    clock = Stopwatch()
     weights_path = resolve_weights(args.weights, args.alpha, args.image_size)
     spec = ModelSpec(args.alpha, args.image_size, sha256_of(weights_path))
     arrays = driver_weights(spec, weights_path)
     preparing = prepare_workers(spark, spec)
     try:
-        return featurize_batch(spark, args, spec, arrays, started)
+        return featurize_batch(spark, args, spec, arrays, clock)
     except BaseException:
         spark.sparkContext.cancelJobGroup(PREPARE_GROUP)
         raise
@@ -424,25 +425,15 @@ def featurize_batch(
     args: argparse.Namespace,
     spec: ModelSpec,
     arrays: list[np.ndarray],
-    started: float,
+    clock: Stopwatch,
 ) -> dict[str, Any]:
-    """Broadcast ``arrays``, featurize the images, write the outputs; the report."""
-    broadcast = spark.sparkContext.broadcast(arrays)
-    loaded = time.perf_counter()
-    log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
-
+    """Featurize the images with the weights ``arrays``, write the outputs; the report."""
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     # The cached results are mostly float embeddings: compressing them gains little memory and
     # cost 6% of the job's time (make bench).
     spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
-    try:
-        with read_tasks_by_bytes(spark):
-            discovered, featurized, quarantined = featurize_images(
-                spark, args, featurize_udf(spec, broadcast)
-            )
-    finally:
-        broadcast.unpersist()
-    done = time.perf_counter()
+    discovered, featurized, quarantined = featurize_broadcast(spark, args, spec, arrays, clock)
+    seconds = clock.lap("featurize")
 
     report = {
         contract.R_BATCH: args.batch_id,
@@ -452,16 +443,12 @@ def featurize_batch(
         contract.R_FEATURIZED: featurized,
         contract.R_QUARANTINED: quarantined,
         contract.R_MODEL: spec.as_report(args.weights),
-        contract.R_TIMINGS: {
-            "weights": round(loaded - started, 3),
-            "featurize": round(done - loaded, 3),
-            "total": round(done - started, 3),
-        },
-        contract.R_THROUGHPUT: round((featurized + quarantined) / max(done - loaded, 1e-9), 2),
-        "images": args.images,
+        contract.R_TIMINGS: clock.timings(),
+        contract.R_THROUGHPUT: round((featurized + quarantined) / max(seconds, 1e-9), 2),
+        contract.R_IMAGES: args.images,
         contract.R_ATTRIBUTION: copy_attribution(spark, args.images, args.output, args.batch_id),
-        "skip_existing": args.skip_existing,
-        "full_recompute": args.full_recompute,
+        contract.R_SKIP_EXISTING: args.skip_existing,
+        contract.R_FULL_RECOMPUTE: args.full_recompute,
     }
     commits.commit(spark, args.output, args.batch_id, report)
     log.info(
@@ -474,6 +461,24 @@ def featurize_batch(
         report[contract.R_THROUGHPUT],
     )
     return report
+
+
+def featurize_broadcast(
+    spark: SparkSession,
+    args: argparse.Namespace,
+    spec: ModelSpec,
+    arrays: list[np.ndarray],
+    clock: Stopwatch,
+) -> tuple[int, int, int]:
+    """Broadcast ``arrays``, then :func:`featurize_images` with them; unpersist the broadcast."""
+    broadcast = spark.sparkContext.broadcast(arrays)
+    clock.lap("weights")
+    log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
+    try:
+        with read_tasks_by_bytes(spark):
+            return featurize_images(spark, args, featurize_udf(spec, broadcast))
+    finally:
+        broadcast.unpersist()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -75,6 +76,13 @@ def _make_divisible(value: float, divisor: int = 8) -> int:
 
 class WeightsError(JobError):
     """The weights cannot be found, fetched or loaded into MobileNetV2."""
+
+
+BAD_FILE_ERRORS = (OSError, KeyError, ValueError, RuntimeError)
+"""What h5py and Keras raise for a file that is not intact weights, found by truncating and
+corrupting real ones: ``OSError`` (not HDF5, truncated, unreadable data), ``KeyError`` (an
+object the file names is missing), ``ValueError`` (names that are not text, Keras' mismatched
+layers or shapes) and ``RuntimeError`` (h5py's other HDF5 errors). Other exceptions are bugs."""
 
 
 @dataclass(frozen=True)
@@ -132,19 +140,22 @@ def resolve_weights(weights: str, alpha: float, image_size: int) -> Path:
             try:
                 with urlopen(KERAS_HUB + name, timeout=60) as response, open(partial, "wb") as out:
                     shutil.copyfileobj(response, out)
-            except OSError as err:
+            except (OSError, HTTPException) as err:
                 partial.unlink(missing_ok=True)
-                raise WeightsError(f"cannot download imagenet weights {name}: {err}") from err
+                detail = _first_line(err)
+                raise WeightsError(f"cannot download imagenet weights {name}: {detail}") from err
             partial.replace(cached)
         return cached
     parsed = urlparse(weights)
     if parsed.scheme == "s3":
         import boto3
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
 
         target = Path(tempfile.mkdtemp(prefix="fruits-weights-")) / Path(parsed.path).name
         try:
             boto3.client("s3").download_file(parsed.netloc, parsed.path.lstrip("/"), str(target))
-        except Exception as err:
+        except (BotoCoreError, ClientError, Boto3Error, OSError) as err:
             raise WeightsError(f"cannot download weights {weights}: {err}") from err
         return target
     path = Path(parsed.path if parsed.scheme == "file" else weights)
@@ -186,8 +197,8 @@ def read_weights(path: Path, alpha: float, image_size: int) -> list[np.ndarray]:
         with h5py.File(path, "r") as h5:
             group = h5.get("model_weights", h5)
             layers = _hdf5_layers(group) if "layer_names" in group.attrs else None
-    except OSError as err:  # h5py's error for a file that is not HDF5
-        raise refuse(str(err).splitlines()[0]) from err
+    except BAD_FILE_ERRORS as err:
+        raise refuse(_first_line(err)) from err
     if layers is None:
         return _read_with_keras(path, alpha, image_size, refuse)
     named = [(f"{layer}[{i}]", a) for layer, arrays in layers.items() for i, a in enumerate(arrays)]
@@ -214,13 +225,19 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _first_line(err: Exception) -> str:
+    """The first line of ``err``'s message, or its type's name when it has none."""
+    lines = str(err).splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 def _read_with_keras(
     path: Path, alpha: float, image_size: int, refuse: Callable[[str], WeightsError]
 ) -> list[np.ndarray]:
     try:
         model = build_model(alpha, image_size, weights=str(path))
-    except Exception as err:
-        raise refuse(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
+    except BAD_FILE_ERRORS as err:
+        raise refuse(_first_line(err)) from err
     return model.get_weights()
 
 

@@ -34,10 +34,10 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyspark.errors import AnalysisException
@@ -52,8 +52,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
 
 from fruits_jobs import commits, contract, storage
-from fruits_jobs.cli import positive_int, run_job
+from fruits_jobs.cli import Stopwatch, positive_int, run_job
 from fruits_jobs.errors import JobError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,22 @@ def smallest_k(explained: np.ndarray, variance: float) -> int:
     return int(min(np.searchsorted(cumulative, variance - 1e-12) + 1, len(explained)))
 
 
-def fit(vectors: DataFrame, rows: int, args: argparse.Namespace) -> tuple[PipelineModel, int]:
-    """Fit centre + PCA on ``vectors``; the pipeline and its k."""
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted centre + PCA pipeline and what the report says of it."""
+
+    model: PipelineModel
+    k: int
+    rows: int
+    explained: np.ndarray
+    """Each kept component's share of the variance, as the ``PCAModel`` holds it."""
+
+
+def fit(vectors: DataFrame, rows: int, args: argparse.Namespace) -> FitResult:
+    """Fit centre + PCA on the ``rows`` of ``vectors``, keeping ``args.k`` or ``args.variance``.
+
+    :raises JobError: ``--k`` exceeds what the rows and the feature dimension allow.
+    """
     dim = min(contract.FEATURE_DIM, rows)
     if args.k is not None and args.k > dim:
         raise JobError(
@@ -126,7 +143,8 @@ def fit(vectors: DataFrame, rows: int, args: argparse.Namespace) -> tuple[Pipeli
     if args.k is None:
         log.info("k=%d components explain >= %.3f of the variance", k, args.variance)
     pca = pca_model(vectors.sparkSession, components[:, :k], explained[:k])
-    return PipelineModel(stages=[centring().fit(vectors), pca]), k
+    model = PipelineModel(stages=[centring().fit(vectors), pca])
+    return FitResult(model, k, rows, pca.explainedVariance.toArray())
 
 
 def centring() -> StandardScaler:
@@ -175,7 +193,7 @@ def plot_variance(explained: np.ndarray) -> bytes:
     return _png(fig)
 
 
-def plot_scatter(sample: Any, rows: int) -> bytes:
+def plot_scatter(sample: pd.DataFrame, rows: int) -> bytes:
     """PNG: PC1 against PC2 of a bounded sample, one colour per label."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 6))
@@ -208,85 +226,140 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
-    """Fit the PCA on the committed batches and make it the current fit under ``args.output``."""
-    started = time.perf_counter()
-    commits.drop_fits(spark, args.output, keep=commits.current_fit(spark, args.output))
-    batches = commits.committed_batches(spark, args.output)
-    fit_id = contract.new_fit_id(datetime.now(timezone.utc))
-    log.info("PCA fit %s on the committed batches %s", fit_id, sorted(batches))
+def count_rows(vectors: DataFrame, batches: dict[str, dict[str, Any]]) -> int:
+    """The rows of ``vectors``, the features of the committed ``batches``.
+
+    :raises JobError: they are not the sum of the batches' ``featurized`` counts.
+    """
+    rows = vectors.count()
     expected = sum(report[contract.R_FEATURIZED] for report in batches.values())
-    with_rows = [b for b, report in batches.items() if report[contract.R_FEATURIZED] > 0]
-    vectors = read_features(spark, args.features, with_rows).persist()
-    scores_uri = contract.fit_uri(args.output, contract.PCA, fit_id)
-    try:
-        rows = vectors.count()
-        if rows != expected:
-            raise JobError(
-                f"the features of batches {sorted(with_rows)} hold {rows} rows, "
-                f"their reports {expected}"
-            )
-        model, k = fit(vectors, rows, args)
-        fitted = time.perf_counter()
-        scores = model.transform(vectors).select(
-            contract.PATH,
-            contract.LABEL,
-            contract.BATCH,
-            vector_to_array("scores", dtype="float32").alias(contract.PCA_COL),
+    if rows != expected:
+        raise JobError(
+            f"the features of batches {sorted(with_rows(batches))} hold {rows} rows, "
+            f"their reports {expected}"
         )
-        scores.write.parquet(scores_uri)
+    return rows
+
+
+def with_rows(batches: dict[str, dict[str, Any]]) -> list[str]:
+    """The committed ``batches`` that featurized at least one image."""
+    return [batch for batch, report in batches.items() if report[contract.R_FEATURIZED] > 0]
+
+
+def fit_and_score(
+    spark: SparkSession,
+    args: argparse.Namespace,
+    batches: dict[str, dict[str, Any]],
+    fit_id: str,
+    clock: Stopwatch,
+) -> FitResult:
+    """Fit on the features of ``batches`` and write their scores as fit ``fit_id``.
+
+    The features are read once and cached for the count, the fit and the projection.
+    """
+    vectors = read_features(spark, args.features, with_rows(batches)).persist()
+    try:
+        result = fit(vectors, count_rows(vectors, batches), args)
+        clock.lap("fit")
+        write_scores(result.model, vectors, contract.fit_uri(args.output, contract.PCA, fit_id))
+        return result
     finally:
         vectors.unpersist()
-    written = spark.read.parquet(scores_uri)
+
+
+def write_scores(model: PipelineModel, vectors: DataFrame, uri: str) -> None:
+    """Project ``vectors`` with ``model``; write ``path, label, batch, pca`` as Parquet."""
+    model.transform(vectors).select(
+        contract.PATH,
+        contract.LABEL,
+        contract.BATCH,
+        vector_to_array("scores", dtype="float32").alias(contract.PCA_COL),
+    ).write.parquet(uri)
+
+
+def write_csv(scores: DataFrame, k: int, uri: str) -> None:
+    """Write ``scores`` as one CSV file, ``path,label,pc_1..pc_k``."""
     header = contract.pca_csv_header(k)
-    written.select(
+    scores.select(
         contract.PATH,
         contract.LABEL,
         *(F.col(contract.PCA_COL)[i].alias(name) for i, name in enumerate(header[2:])),
-    ).coalesce(1).write.csv(contract.fit_uri(args.output, contract.PCA_CSV, fit_id), header=True)
-    model.write().save(contract.fit_uri(args.output, contract.PCA_MODEL, fit_id))
-    done = time.perf_counter()
+    ).coalesce(1).write.csv(uri, header=True)
 
-    explained = model.stages[-1].explainedVariance.toArray()
-    sample = (
-        written.sample(fraction=min(1.0, 2 * PLOT_SAMPLE / rows), seed=0)
+
+def plot_sample(scores: DataFrame, result: FitResult) -> pd.DataFrame:
+    """At most :data:`PLOT_SAMPLE` rows of ``scores`` on the driver: label, PC1, PC2."""
+    return (
+        scores.sample(fraction=min(1.0, 2 * PLOT_SAMPLE / result.rows), seed=0)
         .limit(PLOT_SAMPLE)
         .select(
             contract.LABEL,
             F.col(contract.PCA_COL)[0].alias("pc_1"),
-            F.col(contract.PCA_COL)[min(1, k - 1)].alias("pc_2"),
+            F.col(contract.PCA_COL)[min(1, result.k - 1)].alias("pc_2"),
         )
         .toPandas()
     )
-    plots = {
-        contract.PCA_PLOTS[0]: plot_variance(explained),
-        contract.PCA_PLOTS[1]: plot_scatter(sample, rows),
+
+
+def draw_plots(scores: DataFrame, result: FitResult) -> dict[str, bytes]:
+    """The PNGs of :data:`~fruits_jobs.contract.PCA_PLOTS`: explained variance, PC1/PC2."""
+    return {
+        contract.PCA_PLOTS[0]: plot_variance(result.explained),
+        contract.PCA_PLOTS[1]: plot_scatter(plot_sample(scores, result), result.rows),
     }
+
+
+def write_plots(spark: SparkSession, output: str, fit_id: str, plots: dict[str, bytes]) -> None:
+    """Write each PNG of ``plots`` (name -> bytes) in the plots folder of ``fit_id``."""
     for name, png in plots.items():
-        storage.write_bytes(spark, contract.join(args.output, contract.plot_key(fit_id, name)), png)
-    report = {
+        storage.write_bytes(spark, contract.join(output, contract.plot_key(fit_id, name)), png)
+
+
+def build_report(
+    args: argparse.Namespace,
+    fit_id: str,
+    batches: dict[str, dict[str, Any]],
+    result: FitResult,
+    plots: list[str],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The report of fit ``fit_id``: ``pca.json`` once published."""
+    return {
         contract.R_FIT: fit_id,
-        contract.R_K: k,
-        contract.R_ROWS: rows,
-        "target_variance": args.variance,
-        contract.R_EXPLAINED: [round(float(v), 6) for v in explained],
-        contract.R_CUMULATIVE: [round(float(v), 6) for v in np.cumsum(explained)],
+        contract.R_K: result.k,
+        contract.R_ROWS: result.rows,
+        contract.R_TARGET_VARIANCE: args.variance,
+        contract.R_EXPLAINED: [round(float(v), 6) for v in result.explained],
+        contract.R_CUMULATIVE: [round(float(v), 6) for v in np.cumsum(result.explained)],
         contract.R_BATCHES: sorted(batches),
-        contract.R_PLOTS: list(plots),
-        contract.R_TIMINGS: {
-            "fit": round(fitted - started, 3),
-            "write": round(done - fitted, 3),
-            "total": round(time.perf_counter() - started, 3),
-        },
-        "features": args.features,
+        contract.R_PLOTS: plots,
+        contract.R_TIMINGS: timings,
+        contract.R_FEATURES: args.features,
     }
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    """Fit the PCA on the committed batches and make it the current fit under ``args.output``."""
+    clock = Stopwatch()
+    commits.drop_fits(spark, args.output, keep=commits.current_fit(spark, args.output))
+    batches = commits.committed_batches(spark, args.output)
+    fit_id = contract.new_fit_id(datetime.now(timezone.utc))
+    log.info("PCA fit %s on the committed batches %s", fit_id, sorted(batches))
+    result = fit_and_score(spark, args, batches, fit_id, clock)
+    scores = spark.read.parquet(contract.fit_uri(args.output, contract.PCA, fit_id))
+    write_csv(scores, result.k, contract.fit_uri(args.output, contract.PCA_CSV, fit_id))
+    result.model.write().save(contract.fit_uri(args.output, contract.PCA_MODEL, fit_id))
+    clock.lap("write")
+    plots = draw_plots(scores, result)
+    write_plots(spark, args.output, fit_id, plots)
+    report = build_report(args, fit_id, batches, result, list(plots), clock.timings())
     commits.publish_fit(spark, args.output, report)
     log.info(
         "PCA fit %s, k=%d on %d rows: %.1f%% of the variance",
         fit_id,
-        k,
-        rows,
-        100 * float(sum(explained)),
+        result.k,
+        result.rows,
+        100 * float(sum(result.explained)),
     )
     return report
 

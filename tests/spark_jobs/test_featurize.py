@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fruits_jobs import contract
-from fruits_jobs.featurize import main
+from fruits_jobs.featurize import main, prepare_workers
+from fruits_jobs.model import ModelSpec
 from tests.conftest import FRUITS360, GROCERY, copy_images, labels, sample_images
 
 
@@ -50,6 +52,11 @@ def test_every_input_is_accounted_for(spark, tricky_run, tricky_tree):
     assert (report["featurized"], report["quarantined"]) == (n_good, n_bad)
     assert contract.check_counts(report) == []
     assert report["model"]["weights_sha256"] and report["images_per_s"] > 0
+    assert report[contract.R_IMAGES] == str(tricky_tree["root"])
+    assert not report[contract.R_SKIP_EXISTING] and not report[contract.R_FULL_RECOMPUTE]
+    timings = report[contract.R_TIMINGS]
+    assert set(timings) == {"weights", "featurize", "total"}
+    assert abs(timings["total"] - timings["weights"] - timings["featurize"]) <= 0.002
 
 
 def test_quarantine_gives_each_bad_file_its_reason(spark, tricky_run, tricky_tree):
@@ -127,6 +134,7 @@ def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path)
     assert featurize(images, tmp_path / "out", weights_file, "day1", "--skip-existing") == 0
     day1 = read_report(tmp_path / "out", "day1")
     assert (day1["discovered"], day1["featurized"], day1["quarantined"]) == (5, 4, 1)
+    assert day1[contract.R_SKIP_EXISTING] and not day1[contract.R_FULL_RECOMPUTE]
     assert featurize(images, tmp_path / "out", weights_file, "day2", "--skip-existing") == 0
     day2 = read_report(tmp_path / "out", "day2")
     assert (day2["discovered"], day2["skipped_existing"], day2["input"]) == (5, 5, 0)
@@ -139,7 +147,8 @@ def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path)
     assert featurize(images, tmp_path / "out", weights_file, "day4", "--full-recompute") == 0
     features = spark.read.schema(contract.FEATURES_SCHEMA).parquet(str(tmp_path / "out/features"))
     assert [r.batch for r in features.select("batch").distinct().collect()] == ["day4"]
-    assert features.count() == read_report(tmp_path / "out", "day4")["featurized"] == 5
+    day4 = read_report(tmp_path / "out", "day4")
+    assert features.count() == day4["featurized"] == 5 and day4[contract.R_FULL_RECOMPUTE]
     reports = sorted(p.name for p in (tmp_path / "out" / contract.REPORTS).iterdir())
     assert reports == ["featurize-day4.json"]  # earlier batches uncommitted, no temporary file
 
@@ -166,6 +175,7 @@ def test_fruits360_attribution_travels_with_the_features(spark, weights_file, tm
         ("no_images", "no images found under "),
         ("bad_weights", "is not MobileNetV2 weights"),
         ("missing_weights", "weights file not found: "),
+        ("truncated_weights", "is not MobileNetV2 weights (alpha=1.0, no top): Unable to "),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(spark, weights_file, tmp_path, capsys, case, message):
@@ -180,6 +190,9 @@ def test_bad_arguments_exit_2_with_one_line(spark, weights_file, tmp_path, capsy
         shutil.copy(sample_images(GROCERY, 1)[0], weights)
     if case == "missing_weights":
         weights = tmp_path / "absent.h5"
+    if case == "truncated_weights":
+        weights = tmp_path / "truncated.h5"
+        weights.write_bytes(weights_file.read_bytes()[:100_000])
     assert featurize(images, tmp_path / "out", weights, "b1") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("featurize: error: ") and message in err[0], err
@@ -200,3 +213,20 @@ def test_model_is_built_once_per_process_across_batches(weights_file):
     assert model.model_builds() == before + 1
     assert [len(o) for o in out] == [2, 2, 2]
     assert all(f.shape == (1280,) for o in out for f in o.features)
+
+
+def test_preparing_workers_logs_a_failed_spark_job_but_raises_a_bug(spark, monkeypatch, caplog):
+    """A failed task is left to the featurize job; a bug on the driver ends the thread loudly."""
+    raised = []
+    monkeypatch.setattr(threading, "excepthook", raised.append)
+    prepare_workers(spark, ModelSpec(1.0, 8, "too-small")).join()  # Keras refuses 8x8 images
+    assert "preparing the Python workers failed: " in caplog.text and raised == []
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug in our code")
+
+    monkeypatch.setattr(spark, "range", bug)
+    prepare_workers(spark, ModelSpec(1.0, 96, "bug")).join()
+    assert [(type(r.exc_value), str(r.exc_value)) for r in raised] == [
+        (TypeError, "a bug in our code")
+    ]

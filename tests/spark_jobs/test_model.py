@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import boto3
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -143,6 +146,79 @@ def test_hdf5_weights_of_another_net_or_width_are_refused(saved_models):
         model.read_weights(headless, 0.5, 224)
 
 
+def corrupt_weights(kind: str, weights_file: Path, folder: Path) -> Path:
+    """A weights file broken the way ``kind`` says, as a user may pass one."""
+    if kind == "truncated":
+        path = folder / "truncated.h5"
+        data = weights_file.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "not_hdf5":
+        path = folder / "notes.h5"
+        path.write_text("not weights")
+    elif kind == "missing_layer":  # Keras' HDF5 layout naming a layer the file lacks
+        path = folder / "missing_layer.h5"
+        path.write_bytes(weights_file.read_bytes())
+        with h5py.File(path, "a") as h5:
+            del h5.get("model_weights", h5)["Conv1"]
+    else:  # Keras 3 weights of another width: the shapes differ
+        path = folder / "alpha_0.5.weights.h5"
+        model.build_model(0.5, 96).save_weights(path)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")  # Keras 3's loader
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("truncated", r"truncated file"),
+        ("not_hdf5", r"file signature not found"),
+        ("missing_layer", r"Unable to synchronously open object"),
+        ("keras3_other_width", r"could not be loaded"),
+    ],
+)
+def test_corrupt_or_wrong_weights_files_are_weights_errors(weights_file, tmp_path, kind, message):
+    path = corrupt_weights(kind, weights_file, tmp_path)
+    with pytest.raises(
+        model.WeightsError, match=rf"is not MobileNetV2 weights \(alpha=1.0, no top\): .*{message}"
+    ):
+        model.read_weights(path, 1.0, 96)
+
+
+def bug(*args, **kwargs):
+    raise TypeError("a bug in our code")
+
+
+@pytest.mark.parametrize("reader", ["hdf5", "keras", "s3"])
+def test_a_bug_in_the_weights_reader_is_raised_as_itself(tmp_path, monkeypatch, reader):
+    """Only what a bad file or a failed download raises becomes a WeightsError (exit 2)."""
+    if reader == "s3":
+        monkeypatch.setattr(boto3, "client", bug)
+        with pytest.raises(TypeError, match="a bug in our code"):
+            model.resolve_weights("s3://lake/weights.h5", 1.0, 224)
+        return
+    path = tmp_path / "weights.h5"
+    with h5py.File(path, "w") as h5:  # with layer_names, h5py reads it; without, Keras
+        h5["kernel"] = np.ones(3)
+        if reader == "hdf5":
+            h5.attrs["layer_names"] = [b"Conv1"]
+    monkeypatch.setattr(model, "_hdf5_layers" if reader == "hdf5" else "build_model", bug)
+    with pytest.raises(TypeError, match="a bug in our code"):
+        model.read_weights(path, 1.0, 224)
+
+
+def test_a_bug_reading_the_weights_ends_the_job_with_its_traceback(
+    spark, weights_file, tmp_path, monkeypatch
+):
+    """Not exit 2 and one line: run_job turns only JobErrors into those."""
+    from fruits_jobs.featurize import main
+
+    monkeypatch.setattr(model, "_ARRAYS", {})  # this process may have read the file already
+    monkeypatch.setattr(model, "_hdf5_layers", bug)
+    args = ["--images", str(tmp_path), "--output", str(tmp_path / "out")]
+    with pytest.raises(TypeError, match="a bug in our code"):
+        main([*args, "--weights", str(weights_file)])
+
+
 @pytest.mark.parametrize("alpha", sorted(model.FIRST_FILTERS))
 def test_expected_weight_shapes_are_keras_own_for_each_width(alpha):
     assert model.weight_shapes(alpha) == [
@@ -217,3 +293,26 @@ def test_prepared_workers_are_the_ones_the_featurize_udf_gets(spark, weights_fil
     assert len(rows) == 8 and all(len(r.r.features) == 1280 for r in rows)
     assert states() == {"model"}
     arrays.unpersist()
+
+
+def test_a_malformed_response_of_the_keras_hub_is_a_weights_error(tmp_path, monkeypatch):
+    """``http.client`` raises such a response as an ``HTTPException``, not an ``OSError``."""
+
+    class NotHttp(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.wfile.write(b"not HTTP\r\n")
+            self.close_connection = True
+
+    server = HTTPServer(("127.0.0.1", 0), NotHttp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(model, "KERAS_HUB", f"http://127.0.0.1:{server.server_port}/")
+    try:
+        with pytest.raises(
+            model.WeightsError, match=r"^cannot download imagenet weights .*_1\.0_224.*: not HTTP$"
+        ):
+            model.resolve_weights("imagenet", 1.0, 224)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert list((tmp_path / "models").iterdir()) == []  # no partial file

@@ -81,6 +81,7 @@ def test_scores_and_variance_match_numpy_up_to_sign(spark, matrix_run):
     report = json.loads((output / contract.REPORTS / "pca.json").read_text())
     np.testing.assert_allclose(report["explained_variance"], variance, atol=1e-5)
     assert report["rows"] == 200 and report["k"] == 5 and report["batches"] == ["a", "b"]
+    assert report[contract.R_TARGET_VARIANCE] is None
     assert contract.check_pca_report(report, feature_rows=200) == []
 
 
@@ -132,7 +133,11 @@ def test_variance_picks_the_smallest_k(spark, matrix_run):
     assert report["fit"] != before  # a new fit replaced the previous one, whose folders are gone
     for dataset in contract.FIT_DATASETS:
         assert [p.name for p in (output / dataset).iterdir() if p.is_dir()] == [report["fit"]]
-    assert report["k"] == expected_k
+    assert report["k"] == expected_k and report[contract.R_TARGET_VARIANCE] == target
+    assert report[contract.R_FEATURES] == str(output / "features")
+    timings = report[contract.R_TIMINGS]
+    assert set(timings) == {"fit", "write", "total"}
+    assert timings["total"] >= timings["fit"] + timings["write"] - 0.002
     assert report["cumulative_explained_variance"][-1] >= target
     assert expected_k == 1 or report["cumulative_explained_variance"][-2] < target
 
