@@ -182,7 +182,7 @@ def figures(settings: Settings) -> dict[str, Any]:
         "run_featurized": str(sum(b[contract.R_FEATURIZED] for b in batches)),
         "run_quarantined": str(sum(b[contract.R_QUARANTINED] for b in batches)),
         "run_rate": f"{batches[-1][contract.R_THROUGHPUT]:.1f}",
-        "run_labels": batches[-1]["images"].rstrip("/").rsplit("/", 1)[-1],
+        "run_labels": batches[-1][contract.R_IMAGES].rstrip("/").rsplit("/", 1)[-1],
         "run_k": str(pca_report[contract.R_K]),
         "run_variance": f"{pca_report[contract.R_CUMULATIVE][-1]:.1%}",
         "run_rows": str(pca_report[contract.R_ROWS]),

@@ -103,6 +103,11 @@ R_EXPLAINED = "explained_variance"
 R_CUMULATIVE = "cumulative_explained_variance"
 R_PLOTS = "plots"
 R_ATTRIBUTION = "attribution"
+R_IMAGES = "images"
+R_SKIP_EXISTING = "skip_existing"
+R_FULL_RECOMPUTE = "full_recompute"
+R_TARGET_VARIANCE = "target_variance"
+R_FEATURES = "features"
 
 PCA_PLOTS = ("pca_explained_variance.png", "pca_scatter.png")
 
@@ -483,11 +488,3 @@ def check_csv_sample(header: list[str], rows: Iterable[list[str]], k: int) -> li
         if not all(math.isfinite(v) for v in values):
             problems.append(f"PCA CSV line {n}: NaN or infinite component for {row[0]}")
     return problems
-
-
-# --- report keys of the jobs' metadata (featurize, pca) ---
-R_IMAGES = "images"
-R_SKIP_EXISTING = "skip_existing"
-R_FULL_RECOMPUTE = "full_recompute"
-R_TARGET_VARIANCE = "target_variance"
-R_FEATURES = "features"
