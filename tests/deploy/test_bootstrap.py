@@ -21,8 +21,14 @@ import pytest
 from fruits_pipeline.config import EMR_BOOTSTRAP_SCRIPT, LOCK_FILE, PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / EMR_BOOTSTRAP_SCRIPT
-DISTRIBUTIONS = {"PIL": "pillow", "tensorflow": "tensorflow-cpu", "keras": "tensorflow-cpu"}
-"""Import name -> the distribution that provides it on the cluster (Keras comes with TF)."""
+DISTRIBUTIONS = {
+    "PIL": "pillow",
+    "tensorflow": "tensorflow-cpu",
+    "keras": "tensorflow-cpu",
+    "botocore": "boto3",
+}
+"""Import name -> the distribution that provides it on the cluster (Keras comes with TF,
+botocore with boto3)."""
 PROVIDED = {"pyspark", "py4j", "fruits_jobs"}
 """Imports that EMR (Spark) or the code bundle provide."""
 
