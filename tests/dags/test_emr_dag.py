@@ -165,6 +165,21 @@ def test_success_sends_the_expected_cluster_and_steps_and_terminates(
     assert [o["Key"] for o in listed] == ["raw/images/Kiwi/a.jpg"]
 
 
+def test_a_failed_pca_step_still_terminates_and_fails_the_run(
+    airflow_db, load_dag, emr_world, capfd
+):
+    """A failed featurize step runs for real on the stand-in; the PCA's sensor fails alike."""
+    emr_world["outcomes"]["fruits-pca"] = "FAILED"
+    run, states = run_emr_dag(load_dag, emr_world)
+    assert run.state == "failed"
+    cluster_id = only_cluster(emr_world)["Id"]
+    assert f"step logs: s3://{BUCKET}/emr-logs/{cluster_id}/steps/s-" in capfd.readouterr().out
+    assert states["featurize"] == "success" and states["pca"] == "failed"
+    assert states["validate_outputs"] == "upstream_failed"
+    assert states["terminate_cluster"] == "success" and states["watcher"] == "failed"
+    assert only_cluster(emr_world)["Status"]["State"] == "TERMINATED"
+
+
 def test_preflight_refuses_an_unencrypted_bucket_and_starts_nothing(
     airflow_db, load_dag, emr_world
 ):

@@ -169,20 +169,6 @@ def test_corrupt_weights_fail_featurize_with_its_error_in_the_step_logs(
         assert details["Message"] in gzip.decompress(read(lake, folder + log_file)).decode()
 
 
-def test_pca_failure_fails_the_run_and_the_cluster_still_ends(first_batch, dags, stand_in, lake):
-    emr = stand_in.client("emr")
-    run, states = dags.run("fruits_emr", 23, conf={"k": 1000})
-    assert run.state == "failed"
-    assert states["featurize"] == "success" and states["pca"] == "failed"
-    assert states["validate_outputs"] == "upstream_failed"
-    assert states["terminate_cluster"] == "success" and states["watcher"] == "failed"
-    cluster = ended(emr, "2026-11-23")
-    assert cluster["Status"]["State"] == "TERMINATED"
-    failed = steps(emr, cluster["Id"])["fruits-pca"]["Status"]
-    assert failed["State"] == "FAILED"
-    assert failed["FailureDetails"]["Message"].startswith("pca: error: --k 1000 exceeds ")
-
-
 def test_a_later_batch_featurizes_only_its_new_images_and_a_lost_output_fails_it(
     first_batch, dags, stand_in, lake, images, capfd
 ):
