@@ -5,8 +5,11 @@
    public access block, TLS-only policy, roles, instance profile, network tags.
 3. ``airflow dags test fruits_emr <batch>`` runs with ``AIRFLOW_CONN_AWS_DEFAULT`` pointed at
    it: preflight, sync, upload, cluster, both steps on Spark, validation, termination.
-4. It prints the S3 URIs of the CSV matrix, the reports and the plots, the cluster's final
-   state, and how long each phase and step took; then stops the stand-in and its Spark.
+4. It prints what ``make demo`` prints, for the bucket's outputs (the batch's photos in,
+   featurized, quarantined and already featurized; the PCA's k and variance; the S3 URIs of
+   the features, the CSV matrix, the model and the plots), the cluster's final state, and how
+   long each phase and step took; then stops the stand-in and its Spark. It exits 1 when the
+   outputs break their contract.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fruits_jobs import contract
-from fruits_pipeline.config import PROJECT_ROOT
+from fruits_pipeline.config import PROJECT_ROOT, Settings
+from fruits_pipeline.stores import open_store
+from fruits_pipeline.summary import summarize
 from local_emr.server import REGION_DEFAULT, TEST_KEY, LocalEmr, connection_uri
 
 
@@ -51,19 +55,6 @@ def run(command: list[str], env: dict[str, str], log: Path | None = None) -> flo
         tail = "\n".join(log.read_text().splitlines()[-40:]) if log else ""
         raise SystemExit(f"{tail}\n{' '.join(command[:4])} failed ({done.returncode})")
     return time.monotonic() - started
-
-
-def outputs(s3: Any, bucket: str) -> list[str]:
-    """The S3 URIs of the CSV matrix, the reports and the plots."""
-    listed = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="outputs/")
-    keys = [o["Key"] for page in listed for o in page.get("Contents", [])]
-    wanted = [
-        k
-        for k in keys
-        if (k.startswith(f"outputs/{contract.PCA_CSV}/") and k.endswith(".csv"))
-        or k.startswith(f"outputs/{contract.REPORTS}/")
-    ]
-    return [f"s3://{bucket}/{k}" for k in sorted(wanted)]
 
 
 def describe(emr: Any, batch: str) -> list[str]:
@@ -118,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         run([airflow, "db", "migrate"], env, args.log.with_suffix(".migrate.log"))
         took["fruits_emr"] = run([airflow, "dags", "test", "fruits_emr", args.batch], env, args.log)
         print(f"Airflow run log: {args.log}")
-        print("\n".join(outputs(emr.client("s3"), args.bucket)))
+        outputs = open_store(Settings(bucket=args.bucket).output_uri, emr.client("s3"))
+        text, findings = summarize(outputs, args.batch)
+        print(text)
         print("\n".join(describe(emr.client("emr"), args.batch)))
         print(", ".join(f"{name} {seconds:.0f} s" for name, seconds in took.items()))
-    return 0
+    return 0 if findings.ok else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Print where a local run's outputs are and what they say (``make demo`` ends with it)."""
+"""Print where a run's outputs are and what they say (``make demo``, ``make demo-emr``)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ from pathlib import Path
 
 from fruits_jobs import contract
 from fruits_pipeline.outputs_state import survey
-from fruits_pipeline.stores import LocalStore
+from fruits_pipeline.stores import LocalStore, Store
 from fruits_pipeline.validation import Findings, validate
 
 
-def summarize(output: Path, batch: str) -> tuple[str, Findings]:
-    """A few lines on the outputs, and the validation's findings (the outputs are surveyed once).
+def summarize(store: Store, batch: str) -> tuple[str, Findings]:
+    """Lines on the outputs in ``store`` (folder or S3 prefix), and the validation's findings.
 
-    The lines give the batch's counts, the current PCA, the artefacts' paths, and validity.
-    Only committed batches and the current PCA fit are described; left-overs of runs that
-    died are named (``make lake-state CLEAN=1`` removes them).
+    The outputs are surveyed once. The lines give the batch's counts, the current PCA, the
+    artefacts' locations, and validity. Only committed batches and the current PCA fit are
+    described; left-overs of runs that died are named (``make lake-state CLEAN=1`` removes
+    them).
     """
-    store = LocalStore(output)
     state = survey(store)
     findings = validate(store, batch, state)
     featurize = state.committed.get(batch)
@@ -30,20 +30,24 @@ def summarize(output: Path, batch: str) -> tuple[str, Findings]:
         f"{featurize[contract.R_QUARANTINED]} quarantined, "
         f"{featurize.get(contract.R_SKIPPED)} already featurized earlier "
         f"({featurize.get(contract.R_THROUGHPUT)} images/s)",
-        f"features   {output / contract.FEATURES}",
-        f"quarantine {output / contract.QUARANTINE}",
-        f"reports    {output / contract.REPORTS}",
+        f"features   {contract.join(store.uri, contract.FEATURES)}",
+        f"quarantine {contract.join(store.uri, contract.QUARANTINE)}",
+        f"reports    {contract.join(store.uri, contract.REPORTS)}",
     ]
     if state.pca is not None and state.fit is not None:
         pca, fit = state.pca, state.fit
-        csv_files = sorted((output / contract.fit_key(contract.PCA_CSV, fit)).glob("*.csv"))
+        folder = f"{contract.fit_key(contract.PCA_CSV, fit)}/"
+        csv_keys = sorted(k for k in state.fit_keys if k.startswith(folder) and k.endswith(".csv"))
         lines += [
             f"PCA: k={pca[contract.R_K]} components explain "
             f"{pca[contract.R_CUMULATIVE][-1]:.1%} of the variance over {pca[contract.R_ROWS]} "
             f"images of {len(pca[contract.R_BATCHES])} batches (fit {fit})",
-            f"PCA matrix {csv_files[0] if csv_files else output / contract.PCA_CSV}",
-            f"PCA model  {output / contract.fit_key(contract.PCA_MODEL, fit)}",
-            *(f"plot       {output / contract.plot_key(fit, name)}" for name in contract.PCA_PLOTS),
+            f"PCA matrix {contract.join(store.uri, csv_keys[0] if csv_keys else contract.PCA_CSV)}",
+            f"PCA model  {contract.join(store.uri, contract.fit_key(contract.PCA_MODEL, fit))}",
+            *(
+                f"plot       {contract.join(store.uri, contract.plot_key(fit, name))}"
+                for name in contract.PCA_PLOTS
+            ),
         ]
     if state.left_overs:
         lines.append(
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="the local output root")
     parser.add_argument("--batch", required=True, help="the batch to describe")
     args = parser.parse_args(argv)
-    text, findings = summarize(args.output, args.batch)
+    text, findings = summarize(LocalStore(args.output), args.batch)
     print(text)
     return 0 if findings.ok else 1
 

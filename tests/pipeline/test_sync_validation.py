@@ -201,3 +201,16 @@ def test_package_zip_is_deterministic_and_importable(tmp_path):
     assert "fruits_jobs/featurize.py" in names and "fruits_jobs/contract.py" in names
     assert bundle_version({"a": first}) == bundle_version({"a": second})
     assert bundle_version({"a": first}) != bundle_version({"a": first + b"x"})
+
+
+def test_the_summary_of_an_s3_root_names_its_objects(s3):
+    store = S3Store(s3, "lake", "outputs")
+    write_contract(store)
+    text, findings = summary.summarize(store, "b1")
+    assert findings.ok, (findings.missing, findings.wrong)
+    lines = text.splitlines()
+    assert lines[0].startswith("batch b1: 4 images in, 3 featurized, 1 quarantined, ")
+    assert "features   s3://lake/outputs/features" in lines
+    csv = f"s3://lake/outputs/{contract.fit_key(contract.PCA_CSV, FIT)}/part-0.csv"
+    assert [line for line in lines if line.startswith("PCA matrix ")] == [f"PCA matrix {csv}"]
+    assert lines[-1] == "outputs valid"
