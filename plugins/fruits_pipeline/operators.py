@@ -17,7 +17,7 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from fruits_pipeline.stores import open_store
-from fruits_pipeline.validation import validate
+from fruits_pipeline.summary import summarize
 
 ENDED = ("TERMINATED", "TERMINATED_WITH_ERRORS")
 """Cluster states after which EMR runs nothing more."""
@@ -107,10 +107,11 @@ class EmrTerminateCreatedJobFlowOperator(EmrTerminateJobFlowOperator):
 class OutputContractSensor(BaseSensorOperator):
     """Wait until the Spark jobs' outputs under ``output_uri`` satisfy their contract.
 
-    Reads the reports, the PCA CSV's head and the listing of ``_reports/`` (``ListObjectsV2`` and
-    ``GetObject`` on S3; plain files locally), through :func:`fruits_pipeline.validation.validate`.
-    Missing files keep the sensor waiting; outputs that contradict the contract fail it at once,
-    with every problem named. The XCom is the validation summary.
+    Reads the reports, the PCA CSV's head and the listing of the output root (``ListObjectsV2``
+    and ``GetObject`` on S3; plain files locally), through
+    :func:`fruits_pipeline.summary.summarize`. Missing files keep the sensor waiting; outputs
+    that contradict the contract fail it at once, with every problem named; valid ones are
+    described in the task log as ``make demo`` prints them. The XCom is the validation summary.
 
     :param output_uri: output root, a folder or ``s3://bucket/prefix`` (templated).
     :param batch_id: the batch to check (templated).
@@ -134,7 +135,7 @@ class OutputContractSensor(BaseSensorOperator):
             if self.output_uri.startswith("s3")
             else None
         )
-        findings = validate(open_store(self.output_uri, client), self.batch_id)
+        text, findings = summarize(open_store(self.output_uri, client), self.batch_id)
         if findings.wrong:
             raise AirflowFailException(
                 f"outputs in {self.output_uri} break the contract: " + "; ".join(findings.wrong)
@@ -142,5 +143,6 @@ class OutputContractSensor(BaseSensorOperator):
         if findings.missing:
             self.log.info("still missing: %s", ", ".join(findings.missing))
             return PokeReturnValue(is_done=False)
-        self.log.info("outputs valid: %s", findings.summary)
+        for line in text.splitlines():
+            self.log.info("%s", line)
         return PokeReturnValue(is_done=True, xcom_value=findings.summary)

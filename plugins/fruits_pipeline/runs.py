@@ -24,7 +24,11 @@ def run_params(settings: Settings) -> dict[str, Param]:
             None,
             type=["null", "string"],
             pattern=f"^{contract.BATCH_ID_PATTERN}$",
-            description="Batch name; empty: the logical date (YYYY-MM-DD).",
+            description=(
+                "Batch name: 1 to 64 letters, digits, '_', '.' or '-', starting with a letter "
+                "or digit (no '/', ':' or '+'). Empty: the logical date (YYYY-MM-DD), or for a "
+                "run without one the time it was queued (YYYY-MM-DDTHHMMSS)."
+            ),
         ),
         "image_source": Param(
             settings.image_source,

@@ -40,7 +40,7 @@ def summarize(store: Store, batch: str) -> tuple[str, Findings]:
         csv_keys = sorted(k for k in state.fit_keys if k.startswith(folder) and k.endswith(".csv"))
         lines += [
             f"PCA: k={pca[contract.R_K]} components explain "
-            f"{pca[contract.R_CUMULATIVE][-1]:.1%} of the variance over {pca[contract.R_ROWS]} "
+            f"{sum(pca[contract.R_EXPLAINED]):.1%} of the variance over {pca[contract.R_ROWS]} "
             f"images of {len(pca[contract.R_BATCHES])} batches (fit {fit})",
             f"PCA matrix {contract.join(store.uri, csv_keys[0] if csv_keys else contract.PCA_CSV)}",
             f"PCA model  {contract.join(store.uri, contract.fit_key(contract.PCA_MODEL, fit))}",
