@@ -17,6 +17,8 @@ What happens, in order (:meth:`StepRun.run`):
    (``stdout.gz``, ``stderr.gz``, and ``controller.gz`` with the command and exit code);
    each executor's ``stdout`` and ``stderr`` to ``<LogUri><cluster>/containers/<app>/<id>/``
    (EMR's folders for YARN containers; here Spark standalone's application and executor ids).
+   Its JVMs start with :data:`QUICK_JVM` and map the job's class archive, which the driver
+   dumps the first time (:class:`~fruits_pipeline.class_archive.ClassArchive`).
 4. What the step changed in the staged buckets is written back to S3.
 """
 
@@ -37,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fruits_pipeline.class_archive import ClassArchive
+from fruits_pipeline.config import CLASS_ARCHIVES
 from local_emr.staging import Stage, hadoop_confs, s3_uris
 
 log = logging.getLogger(__name__)
@@ -73,12 +77,14 @@ class SparkEnv:
     :param python: the interpreter of the driver and of every Python worker.
     :param master: the Spark master of every step, never ``local[*]``.
     :param java_options: JVM options of the driver and of every executor.
+    :param class_archives: the folder of the jobs' class archives; empty: none.
     """
 
     spark_home: Path
     python: str
     master: str = "local-cluster[2,1,2048]"
     java_options: str = QUICK_JVM
+    class_archives: str = CLASS_ARCHIVES
 
     @property
     def submit(self) -> str:
@@ -227,6 +233,8 @@ class StepRun:
     log_uri: str | None = None
     cluster_id: str = ""
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _archive: ClassArchive | None = field(default=None, init=False, repr=False)
+    _archive_option: str = field(default="", init=False, repr=False)
     _killed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def environment(self) -> dict[str, str]:
@@ -238,7 +246,7 @@ class StepRun:
             SPARK_HOME=str(self.spark.spark_home),
             PYSPARK_PYTHON=self.spark.python,
             PYSPARK_DRIVER_PYTHON=self.spark.python,
-            SPARK_SUBMIT_OPTS=self.spark.java_options,
+            SPARK_SUBMIT_OPTS=f"{self.spark.java_options} {self._archive_option}".strip(),
             SPARK_LOCAL_IP="127.0.0.1",
             TF_CPP_MIN_LOG_LEVEL="2",
             AWS_ACCESS_KEY_ID="testing",
@@ -257,10 +265,11 @@ class StepRun:
         confs = dict(self.spark_defaults)
         confs.update(hadoop_confs({b: self.stage.folder(b) for b in buckets}))
         confs["spark.ui.showConsoleProgress"] = "false"
+        mapped = self._archive_option if self._archive and not self._archive.pending else ""
         executor_options = (
-            f"{confs.get('spark.executor.extraJavaOptions', '')} {self.spark.java_options}"
+            f"{confs.get('spark.executor.extraJavaOptions', '')} {self.spark.java_options} {mapped}"
         )
-        confs["spark.executor.extraJavaOptions"] = executor_options.strip()
+        confs["spark.executor.extraJavaOptions"] = " ".join(executor_options.split())
         return local_command(self.args, self.spark, self.emr_python, confs)
 
     def run(self) -> StepOutcome:
@@ -270,6 +279,9 @@ class StepRun:
         stdout, stderr = self.folder / "stdout", self.folder / "stderr"
         controller = self.folder / "controller"
         outcome = StepOutcome(exit_code=None)
+        job = next((Path(word).stem for word in self.args if word.endswith(".py")), "step")
+        self._archive = ClassArchive.for_job(self.spark.class_archives, job)
+        self._archive_option = self._archive.java_option() if self._archive else ""
         try:
             command = self.command()
             self.stage.pull(s3_uris(self.args))
@@ -285,6 +297,8 @@ class StepRun:
             outcome.error = str(err)
             stderr.write_text(f"{err}\n")
             stdout.touch()
+        if self._archive:
+            self._archive.finish(outcome.exit_code == 0)
         outcome.seconds = round(time.monotonic() - started, 1)
         with controller.open("a") as out:
             out.write(

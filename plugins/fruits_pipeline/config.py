@@ -109,6 +109,9 @@ SYNC_CONCURRENCY = 10
 the connection's ``max_pool_connections`` too (extra ``config_kwargs``)."""
 
 
+CLASS_ARCHIVES = "~/.cache/fruits-pipeline/jvm"
+"""Where the local jobs' JVMs keep their class archives (:mod:`fruits_pipeline.class_archive`)."""
+
 SAMPLE_IMAGES = PROJECT_ROOT / "samples" / "fruits360-sample"
 """The 96 Fruits-360 images the repository ships (CC BY-SA 4.0, attribution beside them)."""
 
@@ -153,6 +156,7 @@ class Settings:
     weights: str = field(default_factory=default_weights)
     image_source: str = field(default_factory=default_image_source)
     local_root: str = str(PROJECT_ROOT / "out" / "local")
+    class_archives: str = CLASS_ARCHIVES
     step_poke_interval_s: int = 60
     sync_max_file_bytes: int = SYNC_MAX_FILE_BYTES
     sync_concurrency: int = SYNC_CONCURRENCY

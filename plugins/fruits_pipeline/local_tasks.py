@@ -15,6 +15,7 @@ from pathlib import Path
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from fruits_pipeline.class_archive import ClassArchive
 from fruits_pipeline.config import Settings
 from fruits_pipeline.runs import current_run
 from fruits_pipeline.steps import job_args, local_target
@@ -47,28 +48,37 @@ def preflight_local(settings: Settings) -> dict:
 
 @task
 def spark_submit_local(job: str, run: dict, settings: Settings) -> None:
-    """Run ``job`` with spark-submit on ``local[*]``, its output streamed into the task log."""
-    command = local_target().command(
+    """Run ``job`` with spark-submit on ``local[*]``, its output streamed into the task log.
+
+    The driver JVM maps the job's class archive, or dumps it on the first run
+    (:class:`~fruits_pipeline.class_archive.ClassArchive`).
+    """
+    archive = ClassArchive.for_job(settings.class_archives, job)
+    command = local_target(archive.java_option() if archive else "").command(
         job, job_args(job, run, settings.local_lake, settings.local_output, settings.weights)
     )
     log.info("running %s", " ".join(command))
     env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     first_error = last = ""
-    with subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **env},
-    ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            last = line.rstrip()
-            if not SPARK_INFO.match(line):
-                log.info("%s", last)
-            if not first_error and FIRST_ERROR.match(line):
-                first_error = line.strip()
-    if process.returncode != 0:
-        raise AirflowException(
-            f"spark-submit {job} exited {process.returncode}: {first_error or last}"
-        )
+    returncode = None
+    try:
+        with subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env},
+        ) as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                last = line.rstrip()
+                if not SPARK_INFO.match(line):
+                    log.info("%s", last)
+                if not first_error and FIRST_ERROR.match(line):
+                    first_error = line.strip()
+        returncode = process.returncode
+    finally:
+        if archive:
+            archive.finish(returncode == 0)
+    if returncode != 0:
+        raise AirflowException(f"spark-submit {job} exited {returncode}: {first_error or last}")

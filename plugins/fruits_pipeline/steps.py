@@ -104,15 +104,20 @@ def emr_target(code_uri: str, python: str) -> SparkTarget:
     )
 
 
-def local_target() -> SparkTarget:
-    """spark-submit on this machine, ``local[*]``, from this interpreter's environment."""
+def local_target(java_options: str = "") -> SparkTarget:
+    """spark-submit on this machine, ``local[*]``, from this interpreter's environment.
+
+    :param java_options: the driver JVM's options (``--driver-java-options``), if any.
+    """
     submit = Path(sys.executable).with_name("spark-submit")
+    options = ("--driver-java-options", java_options) if java_options else ()
     return SparkTarget(
         code_root=str(PROJECT_ROOT / "spark_jobs"),
         submit=(
             str(submit) if submit.exists() else "spark-submit",
             "--master",
             "local[*]",
+            *options,
             "--conf",
             "spark.ui.showConsoleProgress=false",
         ),

@@ -130,6 +130,8 @@ def test_a_rest_trigger_with_a_null_logical_date_and_a_conf_succeeds(deployed, s
     summary = deployed.xcom(DAG, run_id, "validate_outputs")
     assert summary["batch"][contract.R_FEATURIZED] == images
     assert summary["pca"]["k"] == 3 and summary["pca"]["rows"] == summary["feature_rows"]
+    for job in ("featurize", "pca"):  # the scheduled run's JVMs dumped their class archives
+        assert "-XX:SharedArchiveFile=" in deployed.task_log(DAG, run_id, job), job
 
 
 def test_a_failed_run_names_the_task_and_its_first_error(deployed, scheduled, tmp_path):

@@ -1,0 +1,93 @@
+"""A class-data-sharing archive per Spark job, so a local job's JVM starts in seconds.
+
+A Spark job's JVM spends seconds loading and verifying Spark's classes before any work.
+Java's dynamic class-data sharing (JDK 13+) keeps them: the first run of a job on this
+machine dumps the classes its JVM loaded (``-XX:ArchiveClassesAtExit``, about 20 s more, once
+per job), and every later run maps that archive (``-XX:SharedArchiveFile``). Measured on
+2 cores: a featurize run on 96 photos 18.5 s -> 14.7 s, a PCA run 17.3 s -> 11.9 s
+(``make bench-startup``).
+
+The JVM checks an archive against itself and its class path when it starts, and runs
+without one that does not match, with a warning, never a failure. The archive's name carries
+the Java binary and the pyspark version, so that an upgrade starts a new archive instead of
+ignoring the old one. A run dumps to a name of its own, published only when the run
+succeeds, so concurrent first runs and killed ones never leave a half-written archive.
+
+>>> ClassArchive(Path("/no/such/featurize-1a2b.jsa")).java_option(dump=False)
+''
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+
+def java_binary() -> Path | None:
+    """The ``java`` that ``spark-submit`` runs: ``$JAVA_HOME/bin/java``, else the one on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    return Path(found).resolve() if found and Path(found).is_file() else None
+
+
+def runtime_key() -> str | None:
+    """12 hex digits naming the Java binary (path, size, mtime) and the pyspark version.
+
+    ``None`` when there is no Java to name.
+    """
+    java = java_binary()
+    if java is None:
+        return None
+    try:
+        spark = version("pyspark")
+    except PackageNotFoundError:
+        spark = "none"
+    stat = java.stat()
+    text = f"{java}\0{stat.st_size}\0{stat.st_mtime_ns}\0{spark}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class ClassArchive:
+    """The archive of one job's classes at :attr:`path`, used or, the first time, dumped.
+
+    Use :meth:`java_option` in the job's JVM options, then :meth:`finish` once the JVM ended.
+    """
+
+    path: Path
+    pending: Path | None = field(default=None, init=False)
+
+    @classmethod
+    def for_job(cls, cache: str, job: str) -> ClassArchive | None:
+        """``<cache>/<job>-<runtime key>.jsa``; ``None`` when ``cache`` is empty (no archive)."""
+        key = runtime_key() if cache else None
+        return cls(Path(cache).expanduser() / f"{job}-{key}.jsa") if key else None
+
+    def java_option(self, dump: bool = True) -> str:
+        """The JVM option that maps the archive, or else dumps it when the JVM exits.
+
+        :param dump: whether this JVM may dump a missing archive (one JVM of a run: its
+            driver); without, a missing archive gives no option.
+        """
+        if self.path.is_file():
+            return f"-XX:SharedArchiveFile={self.path}"
+        if not dump:
+            return ""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.pending = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        return f"-XX:ArchiveClassesAtExit={self.pending}"
+
+    def finish(self, succeeded: bool) -> None:
+        """Publish the archive the JVM dumped when its run ``succeeded``, else delete it."""
+        if self.pending is None:
+            return
+        if succeeded and self.pending.is_file():
+            self.pending.replace(self.path)
+        else:
+            self.pending.unlink(missing_ok=True)
+        self.pending = None
