@@ -1,8 +1,10 @@
 """Fruits! on AWS EMR (eu-west-1): sync, featurize, PCA, validate, and always terminate.
 
-``preflight`` -> ``sync_images`` + ``upload_code`` -> ``cost_check`` -> ``create_cluster`` ->
-featurize step -> PCA step -> ``validate_outputs`` -> ``terminate_cluster`` (runs whatever
-happened) -> ``watcher`` (fails the run when anything failed). Settings: ``fruits_pipeline.config``.
+``preflight`` -> ``sync_images`` + ``upload_code`` -> ``plan_work`` -> ``cost_check`` ->
+``create_cluster`` -> featurize step -> PCA step -> ``validate_outputs`` ->
+``terminate_cluster`` (runs whatever happened) -> ``watcher`` (fails the run when anything
+failed). ``has_work`` ends a run with nothing new before any cluster exists. Settings:
+``fruits_pipeline.config``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from fruits_pipeline.operators import (
 )
 from fruits_pipeline.runs import dag_defaults, output_assets
 from fruits_pipeline.steps import FEATURIZE, PCA
-from fruits_pipeline.tasks import proceed, sync_images
+from fruits_pipeline.tasks import has_work, plan_work, proceed, sync_images
 
 SETTINGS = Settings.from_env()  # a non-EU region fails here, when the DAG is parsed
 AWS = {"aws_conn_id": SETTINGS.aws_conn_id, "region_name": SETTINGS.region}
@@ -47,9 +49,12 @@ with DAG(
     go = proceed(run)
     synced = sync_images(run, lake=SETTINGS.raw_images_uri, settings=SETTINGS)
     code = upload_code(SETTINGS)
+    work = plan_work(run, SETTINGS.raw_images_uri, SETTINGS.output_uri, SETTINGS)
+    gate = has_work(work)
+    request = cluster_request(run, code, SETTINGS)
     create_cluster = EmrCreateJobFlowOperator(
         task_id="create_cluster",
-        job_flow_overrides=cluster_request(run, code, SETTINGS),
+        job_flow_overrides=request,
         emr_conn_id=None,
         **AWS,
     )
@@ -58,10 +63,12 @@ with DAG(
         # Return once EMR accepted the step: a deferrable EmrAddStepsOperator (the default under
         # AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=true) waits for the step to *finish*, 60 x 30 s
         # counted from a cluster still bootstrapping (amazon provider 9.39, operators/emr.py).
+        spec = emr_steps.override(task_id=f"{job}_step_spec")(job, run, code, work, SETTINGS)
+        gate >> spec
         add_step = EmrAddStepsOperator(
             task_id=f"add_{job}_step",
             job_flow_id=create_cluster.output,
-            steps=emr_steps.override(task_id=f"{job}_step_spec")(job, run, code, SETTINGS),
+            steps=spec,
             wait_for_completion=False,
             deferrable=False,
             **AWS,
@@ -97,7 +104,10 @@ with DAG(
         run,
         go,
         [synced, code],
-        cost_check(synced, SETTINGS),
+        work,
+        cost_check(synced, work, SETTINGS),
+        gate,
+        request,
         create_cluster,
         *sensed[FEATURIZE],
         *sensed[PCA],

@@ -8,8 +8,11 @@
 4. It prints what ``make demo`` prints, for the bucket's outputs (the batch's photos in,
    featurized, quarantined and already featurized; the PCA's k and variance; the S3 URIs of
    the features, the CSV matrix, the model and the plots), the cluster's final state, and how
-   long each phase and step took; then stops the stand-in and its Spark. It exits 1 when the
-   outputs break their contract.
+   long each phase and step took.
+5. It runs the DAG again for the next day, with nothing new: ``plan_work`` decides so from the
+   listings, and no cluster starts. It prints that decision and the stand-in's cluster count,
+   then stops the stand-in and its Spark. It exits 1 when the outputs break their contract or
+   the second run started a cluster.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=5055, help="stand-in port (%(default)s)")
     p.add_argument("--bucket", default="fruits-lake-eu", help="bucket (%(default)s)")
-    p.add_argument("--batch", required=True, help="batch id / logical date (YYYY-MM-DD)")
+    p.add_argument(
+        "--batch", required=True, type=date.fromisoformat, help="logical date (YYYY-MM-DD)"
+    )
     p.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "out" / "local-emr")
     p.add_argument("--log", type=Path, required=True, help="where the Airflow run's log goes")
     return p
@@ -107,14 +113,30 @@ def main(argv: list[str] | None = None) -> int:
         took = {"aws-bootstrap": run(["make", "-s", "aws-bootstrap", f"BUCKET={args.bucket}"], env)}
         airflow = str(Path(sys.executable).with_name("airflow"))
         run([airflow, "db", "migrate"], env, args.log.with_suffix(".migrate.log"))
-        took["fruits_emr"] = run([airflow, "dags", "test", "fruits_emr", args.batch], env, args.log)
+        batch = args.batch.isoformat()
+        took["fruits_emr"] = run([airflow, "dags", "test", "fruits_emr", batch], env, args.log)
         print(f"Airflow run log: {args.log}")
         outputs = open_store(Settings(bucket=args.bucket).output_uri, emr.client("s3"))
-        text, findings = summarize(outputs, args.batch)
+        text, findings = summarize(outputs, batch)
         print(text)
-        print("\n".join(describe(emr.client("emr"), args.batch)))
+        print("\n".join(describe(emr.client("emr"), batch)))
+        started = nothing_new_run(emr.client("emr"), airflow, env, args, took)
         print(", ".join(f"{name} {seconds:.0f} s" for name, seconds in took.items()))
-    return 0 if findings.ok else 1
+    return 0 if findings.ok and not started else 1
+
+
+def nothing_new_run(emr: Any, airflow: str, env: dict[str, str], args: Any, took: dict) -> int:
+    """Run the DAG for the next day with no new photo; print its decision; clusters started."""
+    again = (args.batch + timedelta(days=1)).isoformat()
+    log = args.log.with_name(f"{args.log.stem}.{again}.log")
+    before = len(emr.list_clusters()["Clusters"])
+    took["the same photos again"] = run([airflow, "dags", "test", "fruits_emr", again], env, log)
+    started = len(emr.list_clusters()["Clusters"]) - before
+    decided = [line for line in log.read_text().splitlines() if "nothing new:" in line]
+    reason = decided[-1][decided[-1].index("nothing new:") :] if decided else "(no decision)"
+    print(f"run of {again}, the same photos again: {reason}")
+    print(f"clusters started by that run: {started} (log: {log})")
+    return started
 
 
 if __name__ == "__main__":

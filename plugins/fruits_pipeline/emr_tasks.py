@@ -51,14 +51,19 @@ def preflight_emr(settings: Settings) -> dict:
 
 
 @task
-def cost_check(synced: dict, settings: Settings) -> dict:
+def cost_check(synced: dict, work: dict, settings: Settings) -> dict:
     """Refuse to create the cluster when the run's estimated cost exceeds ``max_cost_eur``.
+
+    A run with nothing to do (``work``: :func:`~fruits_pipeline.tasks.plan_work`) costs 0.
 
     The estimate (:func:`fruits_pipeline.planner.estimate`) counts the images of the run's
     source as ``sync_images`` found them, copied or unchanged: what the featurize step
     processes when each source is synced once (it skips images featurized before), and the
     rows the PCA refits on. Calls no AWS API.
     """
+    if not work["anything"]:
+        log.info("cost check: EUR 0.00, no cluster: %s", work["reason"])
+        return {"images": 0, "eur": 0.0, "minutes": 0.0}
     images = synced["copied"] + synced["unchanged"]
     problems = preflight.cost_problems(settings, images)
     if problems:
@@ -104,10 +109,12 @@ def cluster_request(run: dict, code: dict, settings: Settings) -> dict:
 
 
 @task
-def emr_steps(job: str, run: dict, code: dict, settings: Settings) -> list[dict]:
-    """The one EMR step of ``job`` for this run."""
+def emr_steps(job: str, run: dict, code: dict, work: dict, settings: Settings) -> list[dict]:
+    """The one EMR step of ``job`` for this run and its ``work`` (its lake digest)."""
     target = steps.emr_target(code["code_uri"], EMR_PYTHON)
-    args = steps.job_args(job, run, settings.raw_images_uri, settings.output_uri, code["weights"])
+    args = steps.job_args(
+        job, run, settings.raw_images_uri, settings.output_uri, code["weights"], work
+    )
     return [steps.emr_step(job, target, args)]
 
 

@@ -47,15 +47,18 @@ def preflight_local(settings: Settings) -> dict:
 
 
 @task
-def spark_submit_local(job: str, run: dict, settings: Settings) -> None:
+def spark_submit_local(job: str, run: dict, work: dict, settings: Settings) -> None:
     """Run ``job`` with spark-submit on ``local[*]``, its output streamed into the task log.
+
+    ``work`` is :func:`~fruits_pipeline.tasks.plan_work`'s decision (the lake's digest).
 
     The driver JVM maps the job's class archive, or dumps it on the first run
     (:class:`~fruits_pipeline.class_archive.ClassArchive`).
     """
     archive = ClassArchive.for_job(settings.class_archives, job)
     command = local_target(archive.java_option() if archive else "").command(
-        job, job_args(job, run, settings.local_lake, settings.local_output, settings.weights)
+        job,
+        job_args(job, run, settings.local_lake, settings.local_output, settings.weights, work),
     )
     log.info("running %s", " ".join(command))
     env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}

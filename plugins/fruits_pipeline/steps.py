@@ -32,12 +32,17 @@ def featurize_args(
     batch_id: str,
     *,
     full_recompute: bool = False,
+    lake: str | None = None,
 ) -> list[str]:
-    """Arguments of ``featurize.py``: incremental (``--skip-existing``) unless a full recompute."""
+    """Arguments of ``featurize.py``: incremental (``--skip-existing``) unless a full recompute.
+
+    :param lake: the lake listing's digest (:func:`fruits_jobs.contract.lake_digest`), which
+        the batch's report records.
+    """
     args = ["--images", images, "--output", output, "--weights", weights]
     args += ["--batch-id", contract.validate_batch_id(batch_id)]
     args.append("--full-recompute" if full_recompute else "--skip-existing")
-    return args
+    return args + (["--lake", lake] if lake else [])
 
 
 def pca_args(output: str, *, k: int | None = None, variance: float | None = None) -> list[str]:
@@ -54,14 +59,27 @@ def pca_args(output: str, *, k: int | None = None, variance: float | None = None
     ]
 
 
-def job_args(job: str, run: Mapping[str, Any], images: str, output: str, weights: str) -> list:
+def job_args(
+    job: str,
+    run: Mapping[str, Any],
+    images: str,
+    output: str,
+    weights: str,
+    work: Mapping[str, Any] | None = None,
+) -> list:
     """The arguments of ``job`` for ``run`` (:func:`fruits_pipeline.runs.resolve_run`'s dict).
 
-    One definition for both targets: only the paths differ.
+    One definition for both targets: only the paths differ. ``work`` is what
+    :func:`fruits_pipeline.tasks.plan_work` decided (its ``lake`` digest goes to featurize).
     """
     if job == FEATURIZE:
         return featurize_args(
-            images, output, weights, run["batch_id"], full_recompute=run["full_recompute"]
+            images,
+            output,
+            weights,
+            run["batch_id"],
+            full_recompute=run["full_recompute"],
+            lake=(work or {}).get("lake"),
         )
     return pca_args(output, k=run["k"], variance=run["variance"])
 

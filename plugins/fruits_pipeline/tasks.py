@@ -1,4 +1,4 @@
-"""The tasks both DAGs run: the dry-run stop and the sync of the run's images into the lake.
+"""The tasks both DAGs run: the dry-run stop, the sync into the lake, the nothing-new stop.
 
 Each target's own tasks are in :mod:`fruits_pipeline.emr_tasks` and
 :mod:`fruits_pipeline.local_tasks`, what a run is in :mod:`fruits_pipeline.runs`; the DAG
@@ -15,7 +15,9 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from fruits_jobs import contract
 from fruits_pipeline.config import Settings
+from fruits_pipeline.outputs_state import survey
 from fruits_pipeline.stores import open_store
 from fruits_pipeline.sync import sync
 
@@ -57,3 +59,44 @@ def sync_images(run: dict, lake: str, settings: Settings) -> dict:
         failed = "; ".join(f"{key!r}: {why}" for key, why in list(result.failed.items())[:10])
         raise AirflowException(f"{result.failed_count} files could not be copied: {failed}")
     return result.as_dict()
+
+
+@task
+def plan_work(run: dict, lake: str, output: str, settings: Settings) -> dict:
+    """Decide what the run has to do, from listings and commit records only (no Spark, no data).
+
+    Lists ``lake`` (``ListObjectsV2`` on S3) into its digest and surveys ``output``'s reports
+    (:func:`fruits_jobs.contract.plan_work`): featurize when no committed batch covers the
+    lake as it is now, refit when the current fit misses a committed batch or has another k.
+    Runs after the sync, so it never decides from "the sync copied nothing" alone.
+
+    :returns: ``lake`` (the digest, which the featurize job records), ``featurize``, ``pca``,
+        ``anything`` and ``reason``, the sentence the log shows.
+    """
+    images = open_store(lake, s3_client(lake, settings.aws_conn_id))
+    digest = contract.lake_digest(
+        (entry.key, entry.size, entry.mtime_ns // 1_000_000_000) for entry in images.entries()
+    )
+    state = survey(open_store(output, s3_client(output, settings.aws_conn_id)))
+    work = contract.plan_work(
+        state, digest, full_recompute=run["full_recompute"], k=run["k"], variance=run["variance"]
+    )
+    log.info("%s", work.reason)
+    return {
+        "lake": digest,
+        "featurize": work.featurize,
+        "pca": work.pca,
+        "anything": work.anything,
+        "reason": work.reason,
+    }
+
+
+@task.short_circuit(ignore_downstream_trigger_rules=True)
+def has_work(work: dict) -> bool:
+    """Stop here when the run has nothing to do: no cluster, no job, no batch committed.
+
+    Every later task, teardown included, is skipped; the run succeeds.
+    """
+    if not work["anything"]:
+        log.info("%s: no job runs", work["reason"])
+    return work["anything"]

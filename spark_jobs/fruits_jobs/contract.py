@@ -36,6 +36,7 @@ report is published through a temporary ``<name>.<hex>.tmp`` (:func:`temporary_n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -108,6 +109,11 @@ R_SKIP_EXISTING = "skip_existing"
 R_FULL_RECOMPUTE = "full_recompute"
 R_TARGET_VARIANCE = "target_variance"
 R_FEATURES = "features"
+R_LAKE = "lake"
+"""Featurize report: the :func:`lake_digest` of the lake listing the batch covers, as the DAG
+measured it before the job (``--lake``); absent when the job ran without one."""
+R_RELIES_ON = "relies_on"
+"""Featurize report: the other committed batches whose images it left out as featurized."""
 
 PCA_PLOTS = ("pca_explained_variance.png", "pca_scatter.png")
 
@@ -488,3 +494,124 @@ def check_csv_sample(header: list[str], rows: Iterable[list[str]], k: int) -> li
         if not all(math.isfinite(v) for v in values):
             problems.append(f"PCA CSV line {n}: NaN or infinite component for {row[0]}")
     return problems
+
+
+# --- the work a run has ------------------------------------------------------------------------
+def is_image_key(key: str) -> bool:
+    """Whether the featurizer reads the lake file ``key``: an image name, no hidden segment.
+
+    Spark's file listing leaves out every name starting with ``.`` or ``_``.
+
+    >>> [is_image_key(k) for k in ("Apple/a.JPG", "Apple/.a.jpg", "_tmp/a.jpg", "a.txt")]
+    [True, False, False, False]
+    """
+    hidden = any(segment.startswith((".", "_")) for segment in key.split("/"))
+    return not hidden and key.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def lake_digest(files: Iterable[tuple[str, int, int]]) -> str:
+    """``<images>-<hex>``: the images among ``files`` (key, bytes, mtime in whole seconds).
+
+    The hex is the sum of each image's 60-bit sha256 prefix: independent of the listing's
+    order, computed in one pass over any number of pages. A file added, removed, resized or
+    touched changes it.
+
+    >>> lake_digest([("A/1.jpg", 10, 5), ("B/2.png", 3, 7), ("notes.txt", 1, 1)])
+    '2-135792d2f2c834e0'
+    >>> lake_digest([("B/2.png", 3, 7), ("A/1.jpg", 10, 5)])
+    '2-135792d2f2c834e0'
+    """
+    images = total = 0
+    for key, size, mtime_s in files:
+        if is_image_key(key):
+            images += 1
+            total += int(hashlib.sha256(f"{key}\n{size}\n{mtime_s}".encode()).hexdigest()[:15], 16)
+    return f"{images}-{total:x}"
+
+
+def digest_images(digest: str) -> int:
+    """The number of images a :func:`lake_digest` counts."""
+    return int(digest.partition("-")[0])
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a run has to do, decided from the lake's listing and the commit records only."""
+
+    featurize: bool
+    pca: bool
+    reason: str
+
+    @property
+    def anything(self) -> bool:
+        """Whether the run has any job to run."""
+        return self.featurize or self.pca
+
+
+def plan_work(
+    state: OutputState,
+    lake: str,
+    *,
+    full_recompute: bool = False,
+    k: int | None = None,
+    variance: float | None = None,
+) -> Work:
+    """What a run over the lake listed as ``lake`` (:func:`lake_digest`) has to do.
+
+    * Featurize (and refit), unless a committed batch covers that exact listing: its report
+      holds the same :data:`R_LAKE`, and every batch it relied on is still committed. A run
+      that failed before its commit recorded nothing, so its images stay to do.
+    * Refit only, when the current fit does not cover exactly the committed batches, or its
+      ``k`` (or target variance) is not the one asked for.
+    * Nothing, otherwise; everything, on a full recompute.
+
+    >>> state = OutputState(committed={"b1": {R_LAKE: "2-ab", R_RELIES_ON: []}},
+    ...                     pca={R_FIT: "f", R_K: 3, R_BATCHES: ["b1"]})
+    >>> print(plan_work(state, "2-ab", k=3).reason)  # doctest: +NORMALIZE_WHITESPACE
+    nothing new: the 2 images in the lake are in committed batches (b1 covers them);
+    fit f covers the 1 committed batches with k=3
+    >>> plan_work(state, "3-ff", k=3).featurize, plan_work(state, "2-ab", k=4).featurize
+    (True, False)
+    """
+    images, committed = digest_images(lake), state.committed
+    if full_recompute:
+        return Work(True, True, f"full recompute of the {images} images in the lake")
+    covering = sorted(
+        batch
+        for batch, report in committed.items()
+        if report.get(R_LAKE) == lake and set(report.get(R_RELIES_ON, ())) <= committed.keys()
+    )
+    if not covering:
+        return Work(
+            True,
+            True,
+            f"{images} images in the lake, and no committed batch covers them all "
+            f"({len(committed)} committed)",
+        )
+    lake_part = (
+        f"the {images} images in the lake are in committed batches ({covering[-1]} covers them)"
+    )
+    fit = state.pca
+    asked = f"k={k}" if k is not None else f"variance={variance}"
+    if fit is None:
+        return Work(False, True, f"{lake_part}; no current PCA fit")
+    fitted = (
+        f"k={fit.get(R_K)}"
+        if fit.get(R_TARGET_VARIANCE) is None
+        else (f"variance={fit.get(R_TARGET_VARIANCE)}")
+    )
+    if set(fit.get(R_BATCHES, ())) != committed.keys():
+        return Work(
+            False,
+            True,
+            f"{lake_part}; fit {fit.get(R_FIT)} covers {sorted(fit.get(R_BATCHES, ()))}, "
+            f"not the committed {sorted(committed)}",
+        )
+    if (k is not None or variance is not None) and asked != fitted:
+        return Work(False, True, f"{lake_part}; fit {fit.get(R_FIT)} has {fitted}, asked {asked}")
+    return Work(
+        False,
+        False,
+        f"nothing new: {lake_part}; fit {fit.get(R_FIT)} covers the {len(committed)} committed "
+        f"batches with {fitted}",
+    )

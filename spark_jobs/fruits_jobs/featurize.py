@@ -2,24 +2,28 @@
 
 What happens, in order:
 
-1. The driver resolves the weights (``imagenet``, a path or ``s3://``), reads and checks the
-   arrays once, and broadcasts them (about 9 MB for alpha 1.0). Then, while the driver lists
-   the images, a small first job has each task slot's Python worker import TensorFlow and
-   build the bare net (:func:`fruits_jobs.model.prepare`), which would otherwise wait for them.
-2. Spark lists the images with the ``binaryFile`` source (``.jpg/.jpeg/.png``, any case,
+1. Spark lists the images with the ``binaryFile`` source (``.jpg/.jpeg/.png``, any case,
    recursively); the label is the image's parent folder. With ``--skip-existing``, images whose
-   path, size and modification time already stand in an earlier batch are left out. Files go
-   to read tasks by their bytes (:func:`read_tasks_by_bytes`).
+   path, size and modification time already stand in an earlier committed batch are left
+   out; when that leaves none, the batch is committed empty there and then, before any
+   weights are read or any TensorFlow starts (:func:`nothing_new`).
+2. The driver resolves the weights (``imagenet``, a path or ``s3://``), reads and checks the
+   arrays once, and broadcasts them (about 9 MB for alpha 1.0), while a small first job has
+   each task slot's Python worker import TensorFlow and build the bare net
+   (:func:`fruits_jobs.model.prepare`). Files go to read tasks by their bytes
+   (:func:`read_tasks_by_bytes`).
 3. A pandas **iterator** UDF decodes, resizes and featurizes each Arrow batch of
    ``--batch-size`` images. The first batch a Python worker sees builds MobileNetV2 from the
    broadcast arrays; every later batch, partition and task of that worker reuses it
    (:func:`fruits_jobs.model.cached_model`; Spark reuses Python workers between tasks).
 4. Rows whose bytes are not a usable image carry a ``reason`` instead of features: they are
    written to ``quarantine/``, the others to ``features/``, and the report accounts for all.
-5. The report is written last, in one step: it is the batch's commit record. The job first
-   deletes the batch's earlier report, so a run that dies at any point leaves the batch
-   uncommitted (readers ignore its folders) until it runs again and replaces them
-   (:mod:`fruits_jobs.commits`).
+5. The report is written last, in one step: it is the batch's commit record. It names the
+   earlier batches the run relied on (``relies_on``) and the lake listing's digest the DAG
+   gave (``--lake``): the DAG's nothing-new decision compares the next listing with it
+   (:func:`fruits_jobs.contract.plan_work`). The job first deletes the batch's earlier
+   report, so a run that dies at any point leaves the batch uncommitted (readers ignore its
+   folders) until it runs again and replaces them (:mod:`fruits_jobs.commits`).
 
 Why an iterator pandas UDF and not ``pyspark.ml.functions.predict_batch_udf``: both keep one
 model per worker, and ``make bench`` measures them level (warm, 2,240 photos, ``local[2]``,
@@ -39,6 +43,7 @@ import argparse
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -100,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=positive_int, default=224, help="input side (224)")
     parser.add_argument("--batch-id", type=batch_id, default="manual", help="batch name")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per predict")
+    parser.add_argument(
+        "--lake",
+        help="the lake listing's digest, as the DAG measured it (recorded in the report)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--skip-existing",
@@ -332,8 +341,13 @@ def write_results(
         result.unpersist()
 
 
-def already_seen(spark: SparkSession, output: str, batch: str) -> DataFrame | None:
-    """Keys (path, length, mtime) of images featurized or quarantined in other committed batches."""
+def already_seen(
+    spark: SparkSession, output: str, batch: str
+) -> tuple[DataFrame | None, list[str]]:
+    """Keys (path, length, mtime) of images featurized or quarantined in other committed batches.
+
+    :returns: the keys (None when there are none), and the batches they come from.
+    """
     keys = [contract.PATH, contract.LENGTH, contract.MTIME]
     others = commits.committed_batches(spark, output)
     others.pop(batch, None)
@@ -349,7 +363,7 @@ def already_seen(spark: SparkSession, output: str, batch: str) -> DataFrame | No
         if rows is not None:
             rows = rows.select(*keys)
             seen = rows if seen is None else seen.unionByName(rows)
-    return seen
+    return seen, sorted(others)
 
 
 def copy_attribution(spark: SparkSession, images: str, output: str, batch: str) -> list[str]:
@@ -368,10 +382,23 @@ def copy_attribution(spark: SparkSession, images: str, output: str, batch: str) 
     return copied
 
 
-def featurize_images(
-    spark: SparkSession, args: argparse.Namespace, featurize: Callable[[Column], Column]
-) -> tuple[int, int, int]:
-    """Featurize the images of ``args`` into their batch; how many listed, featurized, quarantined.
+@dataclass
+class Inputs:
+    """The batch's images: those the scan reads, every listed path, what earlier batches hold."""
+
+    images: DataFrame
+    listed: list[str]
+    seen: DataFrame | None
+    relies_on: list[str]
+
+    def new(self, frame: DataFrame) -> DataFrame:
+        """The rows of ``frame`` whose image no earlier batch holds (all without ``seen``)."""
+        keys = [contract.PATH, contract.LENGTH, contract.MTIME]
+        return frame if self.seen is None else frame.join(self.seen, keys, "left_anti")
+
+
+def find_inputs(spark: SparkSession, args: argparse.Namespace) -> Inputs:
+    """List the images, uncommit what this run replaces, and read what earlier batches hold.
 
     :raises JobError: the images folder does not exist or holds no image.
     """
@@ -383,36 +410,63 @@ def featurize_images(
             storage.delete(spark, contract.dataset_uri(args.output, dataset))
     else:
         commits.uncommit(spark, args.output, [args.batch_id])
-    seen = already_seen(spark, args.output, args.batch_id) if args.skip_existing else None
+    seen, relies_on = (
+        already_seen(spark, args.output, args.batch_id) if args.skip_existing else (None, [])
+    )
+    return Inputs(images, listed, seen, relies_on)
 
-    def new(frame: DataFrame) -> DataFrame:
-        keys = [contract.PATH, contract.LENGTH, contract.MTIME]
-        return frame if seen is None else frame.join(seen, keys, "left_anti")
 
+def nothing_new(spark: SparkSession, inputs: Inputs) -> bool:
+    """Whether earlier batches hold every listed image: two Spark counts, no image read."""
+    if inputs.seen is None:
+        return False
+    scanned = inputs.images.select(contract.PATH, contract.LENGTH, contract.MTIME)
+    if inputs.new(scanned).limit(1).count():
+        return False
+    unscanned = unscanned_images(spark, inputs.listed, inputs.images)
+    return inputs.new(unscanned).limit(1).count() == 0
+
+
+def featurize_images(
+    spark: SparkSession,
+    inputs: Inputs,
+    featurize: Callable[[Column], Column],
+    output: str,
+    batch: str,
+) -> tuple[int, int]:
+    """Featurize the new images of ``inputs`` into ``batch``; how many featurized, quarantined."""
     featurized, quarantined = write_results(
-        featured(new(images), featurize), args.output, args.batch_id
+        featured(inputs.new(inputs.images), featurize), output, batch
     )
     # Only a short count (or skipped images) can hide 0-byte files the scan left out.
-    if seen is not None or featurized + quarantined < len(listed):
+    if inputs.seen is not None or featurized + quarantined < len(inputs.listed):
+        unscanned = unscanned_images(spark, inputs.listed, inputs.images)
         more = write_results(
-            featured(new(unscanned_images(spark, listed, images)), featurize),
-            args.output,
-            args.batch_id,
-            mode="append",
+            featured(inputs.new(unscanned), featurize), output, batch, mode="append"
         )
         featurized, quarantined = featurized + more[0], quarantined + more[1]
-    return len(listed), featurized, quarantined
+    return featurized, quarantined
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
-    """Featurize ``args.images`` into batch ``args.batch_id`` of ``args.output``; the report."""
+    """Featurize ``args.images`` into batch ``args.batch_id`` of ``args.output``; the report.
+
+    When earlier batches hold every image, the batch is committed empty without reading the
+    weights or starting TensorFlow anywhere.
+    """
     clock = Stopwatch()
+    inputs = find_inputs(spark, args)
+    clock.lap("listing")
+    if nothing_new(spark, inputs):
+        log.info("nothing new: earlier batches hold the %d images listed", len(inputs.listed))
+        return commit_batch(spark, args, inputs, None, (0, 0), clock)
     weights_path = resolve_weights(args.weights, args.alpha, args.image_size)
     spec = ModelSpec(args.alpha, args.image_size, sha256_of(weights_path))
     arrays = driver_weights(spec, weights_path)
     preparing = prepare_workers(spark, spec)
     try:
-        return featurize_batch(spark, args, spec, arrays, clock)
+        counts = featurize_broadcast(spark, args, inputs, spec, arrays, clock)
+        return commit_batch(spark, args, inputs, spec, counts, clock)
     except BaseException:
         spark.sparkContext.cancelJobGroup(PREPARE_GROUP)
         raise
@@ -420,21 +474,21 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         preparing.join()
 
 
-def featurize_batch(
+def commit_batch(
     spark: SparkSession,
     args: argparse.Namespace,
-    spec: ModelSpec,
-    arrays: list[np.ndarray],
+    inputs: Inputs,
+    spec: ModelSpec | None,
+    counts: tuple[int, int],
     clock: Stopwatch,
 ) -> dict[str, Any]:
-    """Featurize the images with the weights ``arrays``, write the outputs; the report."""
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
-    # The cached results are mostly float embeddings: compressing them gains little memory and
-    # cost 6% of the job's time (make bench).
-    spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
-    discovered, featurized, quarantined = featurize_broadcast(spark, args, spec, arrays, clock)
-    seconds = clock.lap("featurize")
+    """Commit the batch: its report, with ``counts`` (featurized, quarantined); the report.
 
+    :param spec: the model that featurized the batch; None when nothing was new.
+    """
+    featurized, quarantined = counts
+    seconds = clock.lap("featurize")
+    discovered = len(inputs.listed)
     report = {
         contract.R_BATCH: args.batch_id,
         contract.R_DISCOVERED: discovered,
@@ -442,14 +496,17 @@ def featurize_batch(
         contract.R_INPUT: featurized + quarantined,
         contract.R_FEATURIZED: featurized,
         contract.R_QUARANTINED: quarantined,
-        contract.R_MODEL: spec.as_report(args.weights),
+        contract.R_MODEL: spec.as_report(args.weights) if spec else None,
         contract.R_TIMINGS: clock.timings(),
         contract.R_THROUGHPUT: round((featurized + quarantined) / max(seconds, 1e-9), 2),
         contract.R_IMAGES: args.images,
         contract.R_ATTRIBUTION: copy_attribution(spark, args.images, args.output, args.batch_id),
         contract.R_SKIP_EXISTING: args.skip_existing,
         contract.R_FULL_RECOMPUTE: args.full_recompute,
+        contract.R_RELIES_ON: inputs.relies_on,
     }
+    if args.lake:
+        report[contract.R_LAKE] = args.lake
     commits.commit(spark, args.output, args.batch_id, report)
     log.info(
         "batch %s: %d images, %d featurized, %d quarantined, %d skipped, %.1f images/s",
@@ -466,17 +523,24 @@ def featurize_batch(
 def featurize_broadcast(
     spark: SparkSession,
     args: argparse.Namespace,
+    inputs: Inputs,
     spec: ModelSpec,
     arrays: list[np.ndarray],
     clock: Stopwatch,
-) -> tuple[int, int, int]:
+) -> tuple[int, int]:
     """Broadcast ``arrays``, then :func:`featurize_images` with them; unpersist the broadcast."""
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+    # The cached results are mostly float embeddings: compressing them gains little memory and
+    # cost 6% of the job's time (make bench).
+    spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
     broadcast = spark.sparkContext.broadcast(arrays)
     clock.lap("weights")
     log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
     try:
         with read_tasks_by_bytes(spark):
-            return featurize_images(spark, args, featurize_udf(spec, broadcast))
+            return featurize_images(
+                spark, inputs, featurize_udf(spec, broadcast), args.output, args.batch_id
+            )
     finally:
         broadcast.unpersist()
 

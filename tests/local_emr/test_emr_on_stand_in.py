@@ -132,10 +132,47 @@ def test_first_batch_runs_for_real_and_matches_the_local_jobs(
     assert_equal_up_to_sign(scores, local_scores)
 
 
-def test_corrupt_weights_fail_featurize_with_its_error_in_the_step_logs(
-    first_batch, dags, stand_in, lake, capfd
+def outputs(s3: Any) -> dict[str, str]:
+    """Every object under the bucket's output root, with its ETag."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="outputs/")
+    return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+
+def test_the_same_photos_again_start_no_cluster_and_change_nothing(
+    first_batch, dags, stand_in, lake
 ):
     emr = stand_in.client("emr")
+    clusters = emr.list_clusters()["Clusters"]
+    before = outputs(lake)
+    run, states = dags.run("fruits_emr", 21)
+    assert run.state == "success", states
+    assert states["plan_work"] == states["cost_check"] == states["has_work"] == "success"
+    skipped = {task for task, state in states.items() if state == "skipped"}
+    assert skipped == {
+        "cluster_request",
+        "create_cluster",
+        "featurize_step_spec",
+        "add_featurize_step",
+        "featurize",
+        "pca_step_spec",
+        "add_pca_step",
+        "pca",
+        "validate_outputs",
+        "terminate_cluster",
+        "watcher",
+    }, states
+    assert emr.list_clusters()["Clusters"] == clusters  # no RunJobFlow call
+    assert outputs(lake) == before  # no batch committed, nothing written or deleted
+    work = run.get_task_instance("plan_work").xcom_pull(task_ids="plan_work")
+    assert work["reason"].startswith("nothing new: the 16 images in the lake"), work
+    assert run.get_task_instance("cost_check").xcom_pull(task_ids="cost_check")["eur"] == 0
+
+
+def test_corrupt_weights_fail_featurize_with_its_error_in_the_step_logs(
+    first_batch, dags, stand_in, lake, images, capfd
+):
+    emr = stand_in.client("emr")
+    add_images(images, per_label=1, skip=8)  # new photos: the run has work to do
     uploaded = [
         o["Key"]
         for o in lake.list_objects_v2(Bucket=BUCKET, Prefix="code/")["Contents"]
@@ -167,16 +204,19 @@ def test_corrupt_weights_fail_featurize_with_its_error_in_the_step_logs(
     # stdout) and on the driver JVM's stderr, beside Spark's log.
     for log_file in ("stderr.gz", "stdout.gz"):
         assert details["Message"] in gzip.decompress(read(lake, folder + log_file)).decode()
+    assert f"outputs/{contract.featurize_report_key('2026-11-22')}" not in outputs(lake)
 
 
-def test_a_later_batch_featurizes_only_its_new_images_and_a_lost_output_fails_it(
-    first_batch, dags, stand_in, lake, images, capfd
+def test_the_run_after_a_failed_one_featurizes_what_it_left_and_a_lost_output_fails_it(
+    first_batch, dags, stand_in, lake, capfd
 ):
-    """New photos land: the next run featurizes only them and refits the PCA over every batch;
-    both steps succeed, but a plot of the new fit never reaches S3 (lost on the node), so the
-    validation fails the run."""
+    """No new photo lands after the failed run: the next run still has work, featurizes only
+    the photos that run left and refits the PCA over every batch; both steps succeed, but a
+    plot of the new fit never reaches S3 (lost on the node), so the validation fails the run."""
     emr = stand_in.client("emr")
-    added = add_images(images, per_label=2, skip=8)
+    listed = lake.list_objects_v2(Bucket=BUCKET, Prefix="raw/images/")["Contents"]
+    added = sum(contract.is_image_key(o["Key"]) for o in listed) - 16  # the first batch's
+    assert added > 0
     plots = f"outputs/{contract.PLOTS}/"
     listed = lake.list_objects_v2(Bucket=BUCKET, Prefix=plots).get("Contents", [])
     old_fits = {o["Key"].removeprefix(plots).split("/")[0] for o in listed}
@@ -220,8 +260,11 @@ def test_a_later_batch_featurizes_only_its_new_images_and_a_lost_output_fails_it
     assert all(path.startswith(f"s3://{BUCKET}/raw/images/") for path in csv_paths(lake))
 
 
-def test_a_cluster_that_cannot_bootstrap_ends_with_errors_and_runs_nothing(dags, stand_in, lake):
+def test_a_cluster_that_cannot_bootstrap_ends_with_errors_and_runs_nothing(
+    dags, stand_in, lake, images
+):
     emr = stand_in.client("emr")
+    add_images(images, per_label=1, skip=9)  # new photos: the run has work to do
     deleted: list[str] = []
 
     def delete_the_script_once_the_cluster_starts() -> None:

@@ -65,8 +65,8 @@ class Deployed:
         ]
         return "\n".join([str(states), *tails])
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/1"
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
         content = self.api("GET", path, params={"full_content": True}).json()["content"]
         lines = []
         for line in content:

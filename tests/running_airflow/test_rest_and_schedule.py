@@ -85,6 +85,25 @@ def test_the_schedule_runs_the_due_batch_once_unpaused(deployed, scheduled):
     assert (report[contract.R_INPUT], report[contract.R_FEATURIZED]) == (images, images)
 
 
+def test_the_scheduled_run_cleared_with_nothing_new_runs_no_spark(deployed, scheduled):
+    """A user re-runs the scheduled day (Clear): its photos are all in committed batches and
+    the fit covers them, so the run stops after plan_work, commits nothing and succeeds."""
+    run, _, images = scheduled
+    run_id = run["dag_run_id"]
+    before = files(deployed.root / "outputs")
+    path = f"/api/v2/dags/{DAG}/dagRuns/{run_id}/clear"
+    assert deployed.api("POST", path, json={"dry_run": False}).is_success
+    again = deployed.wait(DAG, run_id)
+    states = deployed.task_states(DAG, run_id)
+    assert again["state"] == "success", deployed.explain(DAG, run_id)
+    assert states["plan_work"] == states["has_work"] == "success", states
+    assert {states[t] for t in ("featurize", "pca", "validate_outputs")} == {"skipped"}
+    reason = deployed.xcom(DAG, run_id, "plan_work")["reason"]
+    assert reason.startswith(f"nothing new: the {images} images in the lake"), reason
+    assert reason in deployed.task_log(DAG, run_id, "has_work", try_number=2)
+    assert files(deployed.root / "outputs") == before  # nothing committed, written or deleted
+
+
 @pytest.mark.parametrize(
     "conf", [{"k": "x"}, {"k": 0}, {"variance": 2}, {"batch_id": "a/b"}, {"batch_id": "a:b"}]
 )

@@ -17,7 +17,7 @@ import pytest
 
 from scripts.airflow_stack import AirflowStack
 from tests.conftest import GROCERY, copy_images, sample_images
-from tests.local_emr.conftest import LABELS, ended, wait_for
+from tests.local_emr.conftest import LABELS, add_images, ended, wait_for
 from tests.running_airflow.conftest import EMR_BUCKET, Deployed
 
 pytestmark = pytest.mark.timeout(2400)
@@ -96,6 +96,7 @@ def test_airflow_gone_for_good_after_the_launch_the_idle_timeout_ends_the_cluste
     stack, stand_in, images, monkeypatch
 ):
     emr = stand_in.client("emr")
+    add_images(images, per_label=1, skip=8)  # new photos: the run has work to do
     body = {"logical_date": None, "conf": {"batch_id": "airflow-gone", "image_source": str(images)}}
     assert stack.api("POST", f"/api/v2/dags/{DAG}/dagRuns", json=body).status_code == 200
     (cluster,) = wait_for(
