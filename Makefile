@@ -15,7 +15,7 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-sync lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
+.PHONY: setup demo test bench bench-startup bench-sync lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ test: setup $(MARP)
 bench: setup
 	$(BIN)/python benchmarks/bench_featurize.py
 	$(BIN)/python benchmarks/bench_pca.py
+
+# A small batch's fixed costs, phase by phase, without and with the JVM class archives.
+bench-startup: setup
+	$(BIN)/python benchmarks/bench_startup.py
 
 # The sync against `aws s3 sync` through 30 ms a request (moto's server), and its peak RSS on
 # a 1 GB file; awscli goes into a throwaway venv under /tmp, never into .venv.
