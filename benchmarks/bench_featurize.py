@@ -8,7 +8,8 @@ same files and weights:
     :func:`fruits_jobs.imaging.decode`) and calls Keras ``predict_on_batch`` on batches of 64:
     timed as a whole process and, inside it, from the model being ready (steady).
 (b) **job cold**: ``spark-submit --master local[2] spark_jobs/featurize.py``, as a whole process
-    (JVM start, Python workers, TensorFlow imports, model builds, Parquet writes included).
+    (JVM start, Python workers, TensorFlow imports, model builds, Parquet writes included),
+    mapping featurize's class archive when the local DAG has dumped one.
 (c) **job warm**: the same job run twice in one ``spark-submit``; the second run reuses the JVM,
     the Python workers and their cached models.
 (d) **the two UDF designs**, warm, without the job around them (results to ``noop``): the
@@ -166,11 +167,19 @@ def timed(command: list[str]) -> tuple[float, dict[str, float]]:
 
 
 def spark_submit(*args: str) -> list[str]:
+    """spark-submit on ``local[2]``, mapping featurize's class archive as the local DAG does."""
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from fruits_pipeline.class_archive import ClassArchive
+    from fruits_pipeline.config import CLASS_ARCHIVES
+
+    archive = ClassArchive.for_job(CLASS_ARCHIVES, "featurize")
+    mapped = archive.java_option(dump=False) if archive else ""
     submit = Path(sys.executable).with_name("spark-submit")
     return [
         str(submit) if submit.exists() else "spark-submit",
         "--master",
         "local[2]",
+        *(("--driver-java-options", mapped) if mapped else ()),
         "--conf",
         "spark.ui.showConsoleProgress=false",
         *args,

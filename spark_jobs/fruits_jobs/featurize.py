@@ -2,16 +2,16 @@
 
 What happens, in order:
 
-1. Spark lists the images with the ``binaryFile`` source (``.jpg/.jpeg/.png``, any case,
+1. The driver resolves the weights (``imagenet``, a path or ``s3://``) and reads and checks
+   the arrays once (h5py: no TensorFlow in the driver).
+2. Spark lists the images with the ``binaryFile`` source (``.jpg/.jpeg/.png``, any case,
    recursively); the label is the image's parent folder. With ``--skip-existing``, images whose
    path, size and modification time already stand in an earlier committed batch are left
    out; when that leaves none, the batch is committed empty there and then, before any
-   weights are read or any TensorFlow starts (:func:`nothing_new`).
-2. The driver resolves the weights (``imagenet``, a path or ``s3://``), reads and checks the
-   arrays once, and broadcasts them (about 9 MB for alpha 1.0), while a small first job has
-   each task slot's Python worker import TensorFlow and build the bare net
-   (:func:`fruits_jobs.model.prepare`). Files go to read tasks by their bytes
-   (:func:`read_tasks_by_bytes`).
+   Python worker starts TensorFlow (:func:`nothing_new`). Otherwise the driver broadcasts the
+   arrays (about 9 MB for alpha 1.0) while a small first job has each task slot's Python
+   worker import TensorFlow and build the bare net (:func:`fruits_jobs.model.prepare`).
+   Files go to read tasks by their bytes (:func:`read_tasks_by_bytes`).
 3. A pandas **iterator** UDF decodes, resizes and featurizes each Arrow batch of
    ``--batch-size`` images. The first batch a Python worker sees builds MobileNetV2 from the
    broadcast arrays; every later batch, partition and task of that worker reuses it
@@ -451,21 +451,23 @@ def featurize_images(
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     """Featurize ``args.images`` into batch ``args.batch_id`` of ``args.output``; the report.
 
-    When earlier batches hold every image, the batch is committed empty without reading the
-    weights or starting TensorFlow anywhere.
+    The weights are read and checked first (h5py, no TensorFlow). When earlier batches hold
+    every image, the batch is then committed empty, before any Python worker starts
+    TensorFlow.
     """
     clock = Stopwatch()
+    weights_path = resolve_weights(args.weights, args.alpha, args.image_size)
+    spec = ModelSpec(args.alpha, args.image_size, sha256_of(weights_path))
+    arrays = driver_weights(spec, weights_path)
+    clock.lap("weights")
     inputs = find_inputs(spark, args)
     clock.lap("listing")
     if nothing_new(spark, inputs):
         log.info("nothing new: earlier batches hold the %d images listed", len(inputs.listed))
-        return commit_batch(spark, args, inputs, None, (0, 0), clock)
-    weights_path = resolve_weights(args.weights, args.alpha, args.image_size)
-    spec = ModelSpec(args.alpha, args.image_size, sha256_of(weights_path))
-    arrays = driver_weights(spec, weights_path)
+        return commit_batch(spark, args, inputs, spec, (0, 0), clock)
     preparing = prepare_workers(spark, spec)
     try:
-        counts = featurize_broadcast(spark, args, inputs, spec, arrays, clock)
+        counts = featurize_broadcast(spark, args, inputs, spec, arrays)
         return commit_batch(spark, args, inputs, spec, counts, clock)
     except BaseException:
         spark.sparkContext.cancelJobGroup(PREPARE_GROUP)
@@ -478,14 +480,11 @@ def commit_batch(
     spark: SparkSession,
     args: argparse.Namespace,
     inputs: Inputs,
-    spec: ModelSpec | None,
+    spec: ModelSpec,
     counts: tuple[int, int],
     clock: Stopwatch,
 ) -> dict[str, Any]:
-    """Commit the batch: its report, with ``counts`` (featurized, quarantined); the report.
-
-    :param spec: the model that featurized the batch; None when nothing was new.
-    """
+    """Commit the batch: its report, with ``counts`` (featurized, quarantined); the report."""
     featurized, quarantined = counts
     seconds = clock.lap("featurize")
     discovered = len(inputs.listed)
@@ -496,7 +495,7 @@ def commit_batch(
         contract.R_INPUT: featurized + quarantined,
         contract.R_FEATURIZED: featurized,
         contract.R_QUARANTINED: quarantined,
-        contract.R_MODEL: spec.as_report(args.weights) if spec else None,
+        contract.R_MODEL: spec.as_report(args.weights),
         contract.R_TIMINGS: clock.timings(),
         contract.R_THROUGHPUT: round((featurized + quarantined) / max(seconds, 1e-9), 2),
         contract.R_IMAGES: args.images,
@@ -526,7 +525,6 @@ def featurize_broadcast(
     inputs: Inputs,
     spec: ModelSpec,
     arrays: list[np.ndarray],
-    clock: Stopwatch,
 ) -> tuple[int, int]:
     """Broadcast ``arrays``, then :func:`featurize_images` with them; unpersist the broadcast."""
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
@@ -534,7 +532,6 @@ def featurize_broadcast(
     # cost 6% of the job's time (make bench).
     spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
     broadcast = spark.sparkContext.broadcast(arrays)
-    clock.lap("weights")
     log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
     try:
         with read_tasks_by_bytes(spark):

@@ -43,6 +43,8 @@ PYTHON_TASK_STARTED = re.compile(
     r"Starting Python task execution - task \S+ in stage (\d+) \(TID (\d+)"
 )
 PYTHON_TASK_RETURNED = re.compile(r"Times: .* in stage \d+ \(TID (\d+)")
+PREPARE_STAGE = re.compile(r"Final stage: ResultStage (\d+) \(save at ")
+"""The stage of the job that prepares the Python workers (its rows go to the ``noop`` sink)."""
 """The executor's log lines for a Python task handed to its worker, and its worker's return."""
 
 
@@ -246,10 +248,12 @@ def test_killed_after_the_data_before_the_report(spark, lake):
 
 def featurize_tasks_in_flight(log: str) -> set[str]:
     """TIDs of Python tasks started after the workers' preparing stage and not yet returned."""
-    prepare = re.search(r"Adding task set (\d+)\.\d+ with 2 tasks", log)  # one task a slot
+    prepare = PREPARE_STAGE.search(log)
     if not prepare:
         return set()
-    started = {tid for stage, tid in PYTHON_TASK_STARTED.findall(log) if stage != prepare[1]}
+    started = {
+        tid for stage, tid in PYTHON_TASK_STARTED.findall(log) if int(stage) > int(prepare[1])
+    }
     return started - set(PYTHON_TASK_RETURNED.findall(log))
 
 
