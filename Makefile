@@ -79,6 +79,7 @@ demo: setup
 	$(DEMO_ENV) $(BIN)/airflow dags test fruits_local $(BATCH) > "$(AIRFLOW_HOME)/demo.log" 2>&1 \
 	  || { tail -n 40 "$(AIRFLOW_HOME)/demo.log"; echo "demo failed: full log in $(AIRFLOW_HOME)/demo.log"; exit 1; }
 	@echo "Airflow run log: $(AIRFLOW_HOME)/demo.log"
+	@grep -o "nothing new: .*: no job runs" "$(AIRFLOW_HOME)/demo.log" | tail -n 1 || true
 	$(BIN)/python -m fruits_pipeline.summary "$(OUT)/outputs" --batch $(BATCH)
 
 # Committed batches, current PCA fit and left-overs of an output root (a folder or

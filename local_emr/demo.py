@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -132,8 +133,8 @@ def nothing_new_run(emr: Any, airflow: str, env: dict[str, str], args: Any, took
     before = len(emr.list_clusters()["Clusters"])
     took["the same photos again"] = run([airflow, "dags", "test", "fruits_emr", again], env, log)
     started = len(emr.list_clusters()["Clusters"]) - before
-    decided = [line for line in log.read_text().splitlines() if "nothing new:" in line]
-    reason = decided[-1][decided[-1].index("nothing new:") :] if decided else "(no decision)"
+    decided = re.findall(r"nothing new: .*: no job runs", log.read_text())
+    reason = decided[-1] if decided else "(no nothing-new decision in the log)"
     print(f"run of {again}, the same photos again: {reason}")
     print(f"clusters started by that run: {started} (log: {log})")
     return started
