@@ -24,12 +24,46 @@ log = logging.getLogger(__name__)
 
 SPARK_INFO = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d INFO ")
 """Spark's own INFO lines, left out of the task log (the jobs' own log lines stay)."""
+CONTINUATION = re.compile(r"^(\s|\+- )")
+"""A line that continues the log entry above it: Spark's plan trees and RDD descriptions."""
 FIRST_ERROR = re.compile(r"^(\w+: error: |[\w.]*(Error|Exception): )")
 """A job's one-line error (``featurize: error: ...``) or a Python exception's last line."""
 VALIDATION_POKE_S = 5
 """Seconds between two looks of ``validate_outputs`` at the local output folder."""
 VALIDATION_TIMEOUT_S = 60
 """How long ``validate_outputs`` keeps looking for missing outputs before it fails."""
+
+
+class SparkInfoFilter:
+    """Tells the lines of a job's output a person reads from Spark's INFO entries.
+
+    An INFO entry goes with its continuation lines (a physical plan's ``+- ...`` and indented
+    lines); the jobs' own log lines, warnings, errors and tracebacks stay.
+
+    >>> keep = SparkInfoFilter().keep
+    >>> [keep(line) for line in (
+    ...     "26/12/06 06:44:17 INFO DAGScheduler: Submitting ResultStage 1 (*(1) Project [path]",
+    ...     "+- ArrowEvalPython [featurize(content#6)#13]",
+    ...     "   +- FileScan binaryFile [path#3]",
+    ...     "Traceback (most recent call last):",
+    ...     '  File "featurize.py", line 1, in <module>',
+    ...     "2026-12-06 06:44:30,022 INFO fruits_jobs.featurize batch b1: 96 images",
+    ... )]
+    [False, False, False, True, True, True]
+    """
+
+    def __init__(self) -> None:
+        self.in_info = False
+
+    def keep(self, line: str) -> bool:
+        """Whether ``line``, the next line of the output, goes to the task log."""
+        if SPARK_INFO.match(line):
+            self.in_info = True
+            return False
+        if self.in_info and CONTINUATION.match(line):
+            return False
+        self.in_info = False
+        return True
 
 
 @task(multiple_outputs=True)
@@ -50,6 +84,9 @@ def preflight_local(settings: Settings) -> dict:
 def spark_submit_local(job: str, run: dict, work: dict, settings: Settings) -> None:
     """Run ``job`` with spark-submit on ``local[*]``, its output streamed into the task log.
 
+    Spark's INFO entries are left out (:class:`SparkInfoFilter`): the log holds the job's own
+    lines, warnings and errors.
+
     ``work`` is :func:`~fruits_pipeline.tasks.plan_work`'s decision (the lake's digest).
 
     The driver JVM maps the job's class archive, or dumps it on the first run
@@ -64,6 +101,7 @@ def spark_submit_local(job: str, run: dict, work: dict, settings: Settings) -> N
     env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     first_error = last = ""
     returncode = None
+    readable = SparkInfoFilter()
     try:
         with subprocess.Popen(
             command,
@@ -75,7 +113,7 @@ def spark_submit_local(job: str, run: dict, work: dict, settings: Settings) -> N
             assert process.stdout is not None
             for line in process.stdout:
                 last = line.rstrip()
-                if not SPARK_INFO.match(line):
+                if readable.keep(line):
                     log.info("%s", last)
                 if not first_error and FIRST_ERROR.match(line):
                     first_error = line.strip()

@@ -312,6 +312,7 @@ def limit_threads(threads: int) -> None:
     core in every worker) the workers oversubscribe the cores. No-op once TensorFlow has
     started (it cannot change then), e.g. in a driver that already ran a model.
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read at import: no TensorFlow INFO
     import tensorflow as tf
 
     try:

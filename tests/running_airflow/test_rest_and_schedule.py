@@ -8,6 +8,7 @@ one stack, as a user would: look, unpause (the schedule runs), trigger, backfill
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from datetime import datetime, timezone
@@ -150,7 +151,11 @@ def test_a_rest_trigger_with_a_null_logical_date_and_a_conf_succeeds(deployed, s
     assert summary["batch"][contract.R_FEATURIZED] == images
     assert summary["pca"]["k"] == 3 and summary["pca"]["rows"] == summary["feature_rows"]
     for job in ("featurize", "pca"):  # the scheduled run's JVMs dumped their class archives
-        assert "-XX:SharedArchiveFile=" in deployed.task_log(DAG, run_id, job), job
+        log = deployed.task_log(DAG, run_id, job)
+        assert "-XX:SharedArchiveFile=" in log, job
+        # The jobs' own lines, without Spark's INFO entries or their plans' continuation lines.
+        spark_info = re.search(r"^\d\d/\d\d/\d\d \S+ INFO |^\+- ", log, re.M)
+        assert "INFO fruits_jobs." in log and not spark_info, spark_info
 
 
 def test_a_failed_run_names_the_task_and_its_first_error(deployed, scheduled, tmp_path):

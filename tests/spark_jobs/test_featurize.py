@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -164,6 +165,25 @@ def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path)
     assert features.count() == day4["featurized"] == 5 and day4[contract.R_FULL_RECOMPUTE]
     reports = sorted(p.name for p in (tmp_path / "out" / contract.REPORTS).iterdir())
     assert reports == ["featurize-day4.json"]  # earlier batches uncommitted, no temporary file
+
+
+def test_a_running_batch_logs_its_progress(spark, weights_file, tmp_path, monkeypatch, caplog):
+    """Every PROGRESS_S seconds: images done out of the new ones, rate, ETA (10 s; 0.2 here)."""
+    from fruits_jobs import featurize as job
+
+    monkeypatch.setattr(job.Progress.__init__, "__defaults__", (0.2,))
+    images = tmp_path / "lake"
+    copy_images(sample_images(GROCERY, 6, labels(GROCERY, 2)), images)
+    with caplog.at_level("INFO", logger="fruits_jobs.featurize"):
+        assert featurize(images, tmp_path / "out", weights_file, "b", "--skip-existing") == 0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("featurize: ")]
+    assert lines, "no progress line"
+    done = [
+        int(re.match(r"featurize: about (\d+)/12 images \(\d+%\), [\d.]+ images/s, ETA ", line)[1])
+        for line in lines
+    ]
+    assert done == sorted(done) and done[-1] <= 12
+    assert "12 of the 12 images listed are new" in caplog.text
 
 
 def test_fruits360_attribution_travels_with_the_features(spark, weights_file, tmp_path):
