@@ -226,10 +226,13 @@ def test_the_run_after_a_failed_one_featurizes_what_it_left_and_a_lost_output_fa
         staged = f"clusters/*/s3/{BUCKET}/{plots}*/{contract.PCA_PLOTS[1]}"  # see Stage
         try:
             for path in stand_in.workdir.glob(staged):
-                if path.parent.name not in old_fits:
-                    path.unlink()  # before the step ends, so before its files go to S3
+                pointer = path.parents[2] / Path(contract.PCA_REPORT_KEY).name  # _reports/pca.json
+                if path.parent.name not in old_fits and path.parent.name in pointer.read_text():
+                    # The fit is committed, so the job writes nothing more; the step has not
+                    # ended, so its files have not gone to S3 yet.
+                    path.unlink()
                     lost.append(path)
-        except FileNotFoundError:  # an ended cluster's folder removed meanwhile
+        except FileNotFoundError:  # no pca.json yet, or an ended cluster's folder removed
             pass
         return lost
 
