@@ -298,3 +298,10 @@ def _log_summary(source: Store, dest: Store, result: SyncResult) -> None:
             result.refused_count - len(result.refused),
             MAX_REPORTED,
         )
+
+
+def lake_digest(lake: Store) -> str:
+    """:func:`fruits_jobs.contract.lake_digest` of the images under ``lake``, from its listing."""
+    return contract.lake_digest(
+        (entry.key, entry.size, entry.mtime_ns // 1_000_000_000) for entry in lake.entries()
+    )

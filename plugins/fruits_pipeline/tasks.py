@@ -19,7 +19,7 @@ from fruits_jobs import contract
 from fruits_pipeline.config import Settings
 from fruits_pipeline.outputs_state import survey
 from fruits_pipeline.stores import open_store
-from fruits_pipeline.sync import sync
+from fruits_pipeline.sync import lake_digest, sync
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,7 @@ def plan_work(run: dict, lake: str, output: str, settings: Settings) -> dict:
     :returns: ``lake`` (the digest, which the featurize job records), ``featurize``, ``pca``,
         ``anything`` and ``reason``, the sentence the log shows.
     """
-    images = open_store(lake, s3_client(lake, settings.aws_conn_id))
-    digest = contract.lake_digest(
-        (entry.key, entry.size, entry.mtime_ns // 1_000_000_000) for entry in images.entries()
-    )
+    digest = lake_digest(open_store(lake, s3_client(lake, settings.aws_conn_id)))
     state = survey(open_store(output, s3_client(output, settings.aws_conn_id)))
     work = contract.plan_work(
         state, digest, full_recompute=run["full_recompute"], k=run["k"], variance=run["variance"]

@@ -398,11 +398,18 @@ class Inputs:
     listed: list[str]
     seen: DataFrame | None
     relies_on: list[str]
+    _unscanned: DataFrame | None = None
 
     def new(self, frame: DataFrame) -> DataFrame:
         """The rows of ``frame`` whose image no earlier batch holds (all without ``seen``)."""
         keys = [contract.PATH, contract.LENGTH, contract.MTIME]
         return frame if self.seen is None else frame.join(self.seen, keys, "left_anti")
+
+    def unscanned(self, spark: SparkSession) -> DataFrame:
+        """:func:`unscanned_images` of these inputs, found once (a driver-side collect)."""
+        if self._unscanned is None:
+            self._unscanned = unscanned_images(spark, self.listed, self.images)
+        return self._unscanned
 
 
 def find_inputs(spark: SparkSession, args: argparse.Namespace) -> Inputs:
@@ -429,8 +436,7 @@ def count_new(spark: SparkSession, inputs: Inputs) -> int:
     if inputs.seen is None:
         return len(inputs.listed)
     scanned = inputs.images.select(contract.PATH, contract.LENGTH, contract.MTIME)
-    unscanned = unscanned_images(spark, inputs.listed, inputs.images)
-    return inputs.new(scanned).count() + inputs.new(unscanned).count()
+    return inputs.new(scanned).count() + inputs.new(inputs.unscanned(spark)).count()
 
 
 class Progress:
@@ -502,9 +508,8 @@ def featurize_images(
     )
     # Only a short count (or skipped images) can hide 0-byte files the scan left out.
     if inputs.seen is not None or featurized + quarantined < len(inputs.listed):
-        unscanned = unscanned_images(spark, inputs.listed, inputs.images)
         more = write_results(
-            featured(inputs.new(unscanned), featurize), output, batch, mode="append"
+            featured(inputs.new(inputs.unscanned(spark)), featurize), output, batch, mode="append"
         )
         featurized, quarantined = featurized + more[0], quarantined + more[1]
     return featurized, quarantined

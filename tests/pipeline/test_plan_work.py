@@ -14,6 +14,7 @@ import pytest
 
 from fruits_jobs import contract
 from fruits_pipeline.stores import open_store
+from fruits_pipeline.sync import lake_digest
 from tests.conftest import SAMPLE_IMAGES, copy_images, sample_images
 
 LABELS = sorted(p.name for p in (SAMPLE_IMAGES / "Training").iterdir())[:2]
@@ -21,9 +22,7 @@ LABELS = sorted(p.name for p in (SAMPLE_IMAGES / "Training").iterdir())[:2]
 
 def digest(lake: Path) -> str:
     """The lake's digest as ``plan_work`` computes it from a store's listing."""
-    return contract.lake_digest(
-        (e.key, e.size, e.mtime_ns // 1_000_000_000) for e in open_store(str(lake)).entries()
-    )
+    return lake_digest(open_store(str(lake)))
 
 
 def outputs(batches: dict[str, dict], fit: dict | None) -> contract.OutputState:
