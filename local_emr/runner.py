@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import logging
 import os
 import re
@@ -152,16 +153,34 @@ def local_command(
 
 
 def spark_home(folder: Path) -> Path:
-    """A ``SPARK_HOME`` of links to pyspark's own, so Spark's ``work/`` lands in ``folder``."""
+    """A ``SPARK_HOME`` of links to pyspark's own, so Spark's ``work/`` lands in ``folder``.
+
+    Several stand-ins may share ``folder``: each application's ``work/<app>`` is its own.
+    """
     import pyspark
 
     source = Path(pyspark.__file__).parent
     folder.mkdir(parents=True, exist_ok=True)
     for entry in source.iterdir():
         link = folder / entry.name
-        if entry.name != "work" and not link.exists():
-            link.symlink_to(entry)
+        if entry.name != "work" and not link.is_symlink():
+            with contextlib.suppress(FileExistsError):  # another stand-in made it meanwhile
+                link.symlink_to(entry)
     return folder
+
+
+def shared_spark_home(class_archives: str, workdir: Path) -> Path:
+    """The stand-in's ``SPARK_HOME``: one per pyspark install under ``class_archives``.
+
+    The steps' class path, and with it their class archives, are then the same from one
+    stand-in to the next. Without archives: ``workdir/spark-home``.
+    """
+    if not class_archives:
+        return spark_home(workdir / "spark-home")
+    import pyspark
+
+    source = hashlib.sha256(str(Path(pyspark.__file__).parent).encode()).hexdigest()[:12]
+    return spark_home(Path(class_archives).expanduser() / f"spark-home-{source}")
 
 
 def last_error(stdout: str, stderr: str) -> str:
@@ -280,7 +299,7 @@ class StepRun:
         controller = self.folder / "controller"
         outcome = StepOutcome(exit_code=None)
         job = next((Path(word).stem for word in self.args if word.endswith(".py")), "step")
-        self._archive = ClassArchive.for_job(self.spark.class_archives, job)
+        self._archive = ClassArchive.for_job(self.spark.class_archives, job, self.spark.spark_home)
         self._archive_option = self._archive.java_option() if self._archive else ""
         try:
             command = self.command()
@@ -347,21 +366,24 @@ class StepRun:
 
         The executors' files go to ``containers/<app>/<executor>/`` beside ``steps/``.
         """
-        if not self.log_uri:
-            return None
-        bucket, _, prefix = self.log_uri.removeprefix("s3://").partition("/")
-        folder = f"{prefix}{self.cluster_id}/steps/{self.step_id}/"
-        for path in (stdout, stderr, controller):
-            gzip_to(self.stage.s3, path, bucket, f"{folder}{path.name}.gz")
         app = APP_ID.search(stderr.read_text(errors="replace"))
-        if app:
-            work = self.spark.spark_home / "work" / app[1]
-            containers = f"{prefix}{self.cluster_id}/containers/{app[1]}"
-            for path in sorted(work.glob("*/std*")):
-                key = f"{containers}/{path.parent.name}/{path.name}.gz"
-                gzip_to(self.stage.s3, path, bucket, key)
-            remove(work)
-        return f"s3://{bucket}/{folder}"
+        work = self.spark.spark_home / "work" / app[1] if app else None
+        try:
+            if not self.log_uri:
+                return None
+            bucket, _, prefix = self.log_uri.removeprefix("s3://").partition("/")
+            folder = f"{prefix}{self.cluster_id}/steps/{self.step_id}/"
+            for path in (stdout, stderr, controller):
+                gzip_to(self.stage.s3, path, bucket, f"{folder}{path.name}.gz")
+            if app and work:
+                containers = f"{prefix}{self.cluster_id}/containers/{app[1]}"
+                for path in sorted(work.glob("*/std*")):
+                    key = f"{containers}/{path.parent.name}/{path.name}.gz"
+                    gzip_to(self.stage.s3, path, bucket, key)
+            return f"s3://{bucket}/{folder}"
+        finally:
+            if work:
+                remove(work)  # the Spark home may be shared: leave no application behind
 
 
 def remove(folder: Path) -> None:

@@ -313,13 +313,14 @@ class LocalEmr:
         from moto.server import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
+        from fruits_pipeline.config import CLASS_ARCHIVES
         from local_emr.control import ControlPlane
-        from local_emr.runner import SparkEnv, spark_home
+        from local_emr.runner import SparkEnv, shared_spark_home
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         moto_app = DomainDispatcherApplication(create_backend_app)
         spark = SparkEnv(
-            spark_home(self.workdir / "spark-home"),
+            shared_spark_home(CLASS_ARCHIVES, self.workdir),
             python=str(Path(os.sys.executable)),
             master=self.master,
         )

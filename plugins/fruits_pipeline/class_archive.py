@@ -9,9 +9,11 @@ per job), and every later run maps that archive (``-XX:SharedArchiveFile``). Mea
 
 The JVM checks an archive against itself and its class path when it starts, and runs
 without one that does not match, with a warning, never a failure. The archive's name carries
-the Java binary and the pyspark version, so that an upgrade starts a new archive instead of
-ignoring the old one. A run dumps to a name of its own, published only when the run
-succeeds, so concurrent first runs and killed ones never leave a half-written archive.
+the Java binary, the pyspark version and the Spark home whose ``jars/`` make the class path,
+so that an upgrade, or a job run from another Spark home (the EMR stand-in's), starts a new
+archive instead of ignoring the one that is there. A run dumps to a name of its own,
+published only when the run succeeds, so concurrent first runs and killed ones never leave a
+half-written archive.
 
 >>> ClassArchive(Path("/no/such/featurize-1a2b.jsa")).java_option(dump=False)
 ''
@@ -35,10 +37,21 @@ def java_binary() -> Path | None:
     return Path(found).resolve() if found and Path(found).is_file() else None
 
 
-def runtime_key() -> str | None:
-    """12 hex digits naming the Java binary (path, size, mtime) and the pyspark version.
+def default_spark_home() -> Path:
+    """The Spark home ``spark-submit`` runs from: ``$SPARK_HOME``, else pyspark's own folder."""
+    home = os.environ.get("SPARK_HOME")
+    if home:
+        return Path(home)
+    import pyspark
 
-    ``None`` when there is no Java to name.
+    return Path(pyspark.__file__).parent
+
+
+def runtime_key(spark_home: Path) -> str | None:
+    """12 hex digits naming the Java binary, the pyspark version and ``spark_home``.
+
+    The Java binary by path, size and mtime; ``spark_home`` because its ``jars/`` are the
+    JVM's class path, which the archive records. ``None`` when there is no Java to name.
     """
     java = java_binary()
     if java is None:
@@ -48,7 +61,7 @@ def runtime_key() -> str | None:
     except PackageNotFoundError:
         spark = "none"
     stat = java.stat()
-    text = f"{java}\0{stat.st_size}\0{stat.st_mtime_ns}\0{spark}"
+    text = f"{java}\0{stat.st_size}\0{stat.st_mtime_ns}\0{spark}\0{spark_home}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -63,9 +76,12 @@ class ClassArchive:
     pending: Path | None = field(default=None, init=False)
 
     @classmethod
-    def for_job(cls, cache: str, job: str) -> ClassArchive | None:
-        """``<cache>/<job>-<runtime key>.jsa``; ``None`` when ``cache`` is empty (no archive)."""
-        key = runtime_key() if cache else None
+    def for_job(cls, cache: str, job: str, spark_home: Path | None = None) -> ClassArchive | None:
+        """``<cache>/<job>-<runtime key>.jsa``; ``None`` when ``cache`` is empty (no archive).
+
+        :param spark_home: the Spark home the job runs from (default: :func:`default_spark_home`).
+        """
+        key = runtime_key(spark_home or default_spark_home()) if cache else None
         return cls(Path(cache).expanduser() / f"{job}-{key}.jsa") if key else None
 
     def java_option(self, dump: bool = True) -> str:

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.timeout(1200)
 
 BUCKET = "fruits-emr-dag-lake"
 OUTPUT = f"s3://{BUCKET}/outputs"
+CDS_REFUSED = b"Unable to use shared archive"
+"""The JVM's warning for a class archive that does not match its class path."""
 
 
 def steps(emr: Any, cluster_id: str) -> dict[str, dict]:
@@ -106,17 +108,23 @@ def test_first_batch_runs_for_real_and_matches_the_local_jobs(
     assert findings.ok, findings
     for step in done.values():  # EMR's log layout, gzipped
         folder = f"{cluster['LogUri']}{cluster['Id']}/steps/{step['Id']}/"
-        assert b"spark" in gzip.decompress(read(lake, folder + "stderr.gz")).lower()
+        stderr = gzip.decompress(read(lake, folder + "stderr.gz"))
+        assert b"spark" in stderr.lower()
+        assert CDS_REFUSED not in stderr  # the driver mapped its class archive, or dumped it
         assert b"fruits_jobs" in gzip.decompress(read(lake, folder + "stdout.gz"))
     log_bucket, _, log_prefix = cluster["LogUri"].removeprefix("s3://").partition("/")
     containers = f"{log_prefix}{cluster['Id']}/containers/"
     listed = lake.list_objects_v2(Bucket=log_bucket, Prefix=containers)["Contents"]
-    ran = {  # (application, executor) of each executor log that shows a task run
-        tuple(o["Key"].removeprefix(containers).split("/")[:2])
+    executor_logs = {
+        tuple(o["Key"].removeprefix(containers).split("/")[:2]): gzip.decompress(
+            read(lake, f"s3://{log_bucket}/{o['Key']}")
+        )
         for o in listed
         if o["Key"].endswith("/stderr.gz")
-        and b"Finished task" in gzip.decompress(read(lake, f"s3://{log_bucket}/{o['Key']}"))
     }
+    assert not [name for name, text in executor_logs.items() if CDS_REFUSED in text]
+    # (application, executor) of each executor log that shows a task run
+    ran = {name for name, text in executor_logs.items() if b"Finished task" in text}
     assert len({app for app, _ in ran}) == len(done), ran  # one application a step
     assert len(ran) >= len(done) + 1, ran  # and more than one executor at work
 

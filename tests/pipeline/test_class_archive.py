@@ -48,5 +48,12 @@ def test_a_foreign_file_in_its_place_is_ignored_by_the_jvm_not_fatal(tmp_path):
     java(archive.java_option())  # check=True: the JVM runs on without it
 
 
+def test_each_spark_home_has_its_own_archive(tmp_path):
+    """The archive records the class path, ``<spark home>/jars/*``: another home cannot map it."""
+    local = ClassArchive.for_job(str(tmp_path), "featurize")
+    stand_in = ClassArchive.for_job(str(tmp_path), "featurize", tmp_path / "spark-home")
+    assert local.path != stand_in.path and local.path.parent == stand_in.path.parent
+
+
 def test_no_folder_means_no_archive():
     assert ClassArchive.for_job("", "featurize") is None

@@ -153,6 +153,7 @@ def test_a_rest_trigger_with_a_null_logical_date_and_a_conf_succeeds(deployed, s
     for job in ("featurize", "pca"):  # the scheduled run's JVMs dumped their class archives
         log = deployed.task_log(DAG, run_id, job)
         assert "-XX:SharedArchiveFile=" in log, job
+        assert "Unable to use shared archive" not in log, job  # the JVM took it
         # The jobs' own lines, without Spark's INFO entries or their plans' continuation lines.
         spark_info = re.search(r"^\d\d/\d\d/\d\d \S+ INFO |^\+- ", log, re.M)
         assert "INFO fruits_jobs." in log and not spark_info, spark_info
