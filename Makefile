@@ -15,7 +15,7 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-startup bench-sync lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
+.PHONY: setup demo test bench bench-startup bench-sync bench-report lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
 
 setup: $(STAMP)
 
@@ -50,6 +50,10 @@ bench-startup: setup
 # a 1 GB file; awscli goes into a throwaway venv under /tmp, never into .venv.
 bench-sync: setup
 	$(BIN)/python benchmarks/bench_sync.py
+
+# The Airflow UI's batch report: a 100,000-image batch's page against a 10-image one.
+bench-report: setup
+	$(BIN)/python benchmarks/bench_report.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -88,6 +88,7 @@ with DAG(
         task_id="validate_outputs",
         output_uri=SETTINGS.output_uri,
         batch_id=run["batch_id"],
+        region=SETTINGS.region,
         aws_conn_id=SETTINGS.aws_conn_id,
         poke_interval=VALIDATION_POKE_S,
         timeout=VALIDATION_TIMEOUT_S,

@@ -41,6 +41,7 @@ with DAG(
         task_id="validate_outputs",
         output_uri=SETTINGS.local_output,
         batch_id=run["batch_id"],
+        region=SETTINGS.region,
         poke_interval=VALIDATION_POKE_S,
         timeout=VALIDATION_TIMEOUT_S,
         outlets=output_assets(SETTINGS.local_output),

@@ -1,19 +1,20 @@
 """The Airflow operators and sensors the pipeline adds to the amazon provider's.
 
 Two EMR subclasses, a step sensor whose failure names the step's logs and a teardown that
-copes with a cluster never created or already ended, and the sensor that validates the
-outputs against their contract.
+copes with a cluster never created or already ended, the sensor that validates the outputs
+against their contract, and its "Outputs" link.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.emr import EmrTerminateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
-from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk import BaseOperatorLink, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from fruits_pipeline.stores import open_store
@@ -104,6 +105,34 @@ class EmrTerminateCreatedJobFlowOperator(EmrTerminateJobFlowOperator):
         super().execute(context)
 
 
+def outputs_link(output_uri: str, region: str) -> str:
+    """Where a person browses ``output_uri``: the S3 console's folder, else a ``file://`` URL.
+
+    >>> outputs_link("s3://lake/outputs", "eu-west-1")
+    'https://eu-west-1.console.aws.amazon.com/s3/buckets/lake?region=eu-west-1&prefix=outputs/'
+    >>> outputs_link("/srv/fruits/out", "eu-west-1")
+    'file:///srv/fruits/out/'
+    """
+    if output_uri.startswith("s3://"):
+        bucket, _, prefix = output_uri.removeprefix("s3://").partition("/")
+        folder = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        return (
+            f"https://{region}.console.aws.amazon.com/s3/buckets/{quote(bucket)}"
+            f"?region={region}&prefix={quote(folder)}"
+        )
+    return f"file://{quote(output_uri.rstrip('/'))}/"
+
+
+class OutputsLink(BaseOperatorLink):
+    """The "Outputs" button of :class:`OutputContractSensor`: its output root, browsable."""
+
+    name = "Outputs"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """:func:`outputs_link` of the sensor's ``output_uri`` in its ``region``."""
+        return outputs_link(operator.output_uri, operator.region)
+
+
 class OutputContractSensor(BaseSensorOperator):
     """Wait until the Spark jobs' outputs under ``output_uri`` satisfy their contract.
 
@@ -116,17 +145,26 @@ class OutputContractSensor(BaseSensorOperator):
     :param output_uri: output root, a folder or ``s3://bucket/prefix`` (templated).
     :param batch_id: the batch to check (templated).
     :param aws_conn_id: connection for S3 outputs; unused for local ones.
+    :param region: the bucket's region, for the "Outputs" link to the S3 console.
     """
 
     template_fields: Sequence[str] = ("output_uri", "batch_id")
+    operator_extra_links = (OutputsLink(),)
 
     def __init__(
-        self, *, output_uri: str, batch_id: str, aws_conn_id: str = "aws_default", **kwargs: Any
+        self,
+        *,
+        output_uri: str,
+        batch_id: str,
+        aws_conn_id: str = "aws_default",
+        region: str = "eu-west-1",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.output_uri = output_uri
         self.batch_id = batch_id
         self.aws_conn_id = aws_conn_id
+        self.region = region
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One validation pass."""

@@ -114,6 +114,10 @@ R_LAKE = "lake"
 measured it before the job (``--lake``); absent when the job ran without one."""
 R_RELIES_ON = "relies_on"
 """Featurize report: the other committed batches whose images it left out as featurized."""
+R_QUARANTINE_SAMPLE = "quarantined_files"
+"""Featurize report: the first :data:`QUARANTINE_SAMPLE` quarantined files by path, each
+``{"path": ..., "reason": ...}`` (all of them are in ``quarantine/``)."""
+QUARANTINE_SAMPLE = 100
 
 PCA_PLOTS = ("pca_explained_variance.png", "pca_scatter.png")
 

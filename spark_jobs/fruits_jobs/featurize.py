@@ -546,6 +546,21 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         preparing.join()
 
 
+def quarantine_sample(spark: SparkSession, output: str, batch: str) -> list[dict[str, str]]:
+    """The first quarantined files of ``batch`` by path, with their reasons, for the report.
+
+    At most :data:`~fruits_jobs.contract.QUARANTINE_SAMPLE`; the UI's batch report lists them.
+    """
+    rows = (
+        spark.read.parquet(contract.batch_uri(output, contract.QUARANTINE, batch))
+        .select(contract.PATH, contract.REASON)
+        .orderBy(contract.PATH)
+        .limit(contract.QUARANTINE_SAMPLE)
+        .collect()
+    )
+    return [{contract.PATH: row[0], contract.REASON: row[1]} for row in rows]
+
+
 def commit_batch(
     spark: SparkSession,
     args: argparse.Namespace,
@@ -573,6 +588,9 @@ def commit_batch(
         contract.R_SKIP_EXISTING: args.skip_existing,
         contract.R_FULL_RECOMPUTE: args.full_recompute,
         contract.R_RELIES_ON: inputs.relies_on,
+        contract.R_QUARANTINE_SAMPLE: quarantine_sample(spark, args.output, args.batch_id)
+        if quarantined
+        else [],
     }
     if args.lake:
         report[contract.R_LAKE] = args.lake

@@ -7,12 +7,12 @@ import doctest
 import pytest
 
 from fruits_jobs import contract
-from fruits_pipeline import cluster, config, steps
+from fruits_pipeline import cluster, config, operators, steps
 from fruits_pipeline.config import RegionError, Settings
 from fruits_pipeline.preflight import cost_problems
 
 
-@pytest.mark.parametrize("module", [contract, config, steps])
+@pytest.mark.parametrize("module", [contract, config, operators, steps])
 def test_docstring_examples_hold(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

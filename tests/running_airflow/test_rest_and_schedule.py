@@ -7,13 +7,16 @@ one stack, as a user would: look, unpause (the schedule runs), trigger, backfill
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
+import httpx
 import pytest
 
 from fruits_jobs import contract
@@ -218,3 +221,63 @@ def test_a_backfill_over_two_days_featurizes_each_days_new_images(deployed, sche
         time.sleep(2)
     else:
         raise AssertionError(f"backfill {backfill} not completed after its runs ended")
+
+
+def report_page(dag_id: str, run_id: str) -> str:
+    """The path of a run's batch report (the plugin's app, mounted by the api-server)."""
+    return f"/fruits/report/{dag_id}/{quote(run_id, safe='')}"
+
+
+def test_every_run_has_its_batch_report_tab(deployed, scheduled):
+    """The runs the tests above made, each on its "Batch report" tab, as a user opens it."""
+    (plugin,) = [
+        p
+        for p in deployed.api("GET", "/api/v2/plugins").json()["plugins"]
+        if p["name"] == "fruits_batch_report"
+    ]
+    (view,) = plugin["external_views"]
+    assert (view["name"], view["destination"]) == ("Batch report", "dag_run")
+    assert view["href"] == "fruits/report/{DAG_ID}/{RUN_ID}"
+    runs = deployed.runs(DAG)
+    day1 = next(
+        r for r in runs if r["run_type"] == "backfill" and r["logical_date"][:10] == "2026-10-01"
+    )
+    page = deployed.api("GET", report_page(DAG, day1["dag_run_id"]))
+    assert page.status_code == 200, page.text
+    featurize = featurize_report(deployed, "2026-10-01")
+    for label, key in (
+        ("photos in", contract.R_INPUT),
+        ("featurized", contract.R_FEATURIZED),
+        ("quarantined", contract.R_QUARANTINED),
+        ("already featurized", contract.R_SKIPPED),
+    ):
+        assert f"<tr><th>{label}</th><td>{featurize[key]}</td></tr>" in page.text, label
+    (broken,) = featurize[contract.R_QUARANTINE_SAMPLE]
+    assert broken[contract.PATH].endswith("/broken.jpg"), broken
+    shown = f"{html.escape(broken[contract.PATH])}</code>: {html.escape(broken[contract.REASON])}"
+    assert shown in page.text
+    assert page.text.count("data:image/png;base64,") == 2
+    task = f"/api/v2/dags/{DAG}/dagRuns/{day1['dag_run_id']}/taskInstances/validate_outputs"
+    links = deployed.api("GET", f"{task}/links").json()
+    assert links == {"Outputs": f"file://{deployed.root / 'outputs'}/"}, links
+    # The scheduled day re-run with nothing new: the decision, as plan_work logged it.
+    run_id = scheduled[0]["dag_run_id"]
+    work = deployed.xcom(DAG, run_id, "plan_work")
+    page = deployed.api("GET", report_page(DAG, run_id)).text
+    assert not work["anything"] and "<h2>Nothing new</h2>" in page
+    assert html.escape(work["reason"]) in page
+    # A run that failed in its preflight: what it did, not an error page.
+    failed = next(r for r in runs if r["state"] == "failed")
+    page = deployed.api("GET", report_page(DAG, failed["dag_run_id"]))
+    assert page.status_code == 200 and "No batch" in page.text
+    assert "<tr><th>preflight</th><td>failed</td></tr>" in page.text
+    # Anonymous: 401. Ids that name no run, or try to name a path: 404, nothing read.
+    anonymous = httpx.get(deployed.stack.url + report_page(DAG, day1["dag_run_id"]), timeout=30)
+    assert anonymous.status_code == 401, anonymous.text
+    for path in (
+        report_page(DAG, ".."),
+        report_page(DAG, "%2e%2e"),
+        f"/fruits/report/{DAG}/%2e%2e%2f%2e%2e",
+        report_page("example_dag", day1["dag_run_id"]),
+    ):
+        assert deployed.api("GET", path).status_code == 404, path

@@ -12,6 +12,7 @@ import importlib.util
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -89,6 +90,19 @@ def test_scheduler_and_triggerer_killed_while_featurize_waits_the_run_still_comp
     assert cluster["Status"]["StateChangeReason"]["Code"] == "USER_REQUEST"
     steps = emr.list_steps(ClusterId=cluster["Id"])["Steps"]
     assert {s["Status"]["State"] for s in steps} == {"COMPLETED"}
+    # Its "Batch report" tab: the cluster, how it ended, its logs and the cost estimate.
+    page = stack.api("GET", f"/fruits/report/{DAG}/{quote(run_id, safe='')}")
+    assert page.status_code == 200, page.text
+    assert f"<tr><th>cluster</th><td>{cluster['Id']}</td></tr>" in page.text
+    assert "<tr><th>final state</th><td>TERMINATED USER_REQUEST" in page.text
+    assert f"{cluster['Id']}/steps/</td></tr>" in page.text
+    eur = stack.api(
+        "GET",
+        f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/cost_check/xcomEntries/return_value",
+        params={"deserialize": True},
+    ).json()["value"]["eur"]
+    assert f"EUR {eur:.2f} (max_cost_eur " in page.text
+    assert page.text.count("data:image/png;base64,") == 2
 
 
 @pytest.mark.ends_airflow

@@ -72,6 +72,10 @@ def test_quarantine_gives_each_bad_file_its_reason(spark, tricky_run, tricky_tre
     for name, prefix in tricky_tree["bad"].items():
         assert reasons[name].startswith(prefix + ": "), (name, reasons[name])
     assert {r.batch for r in rows} == {"b1"}
+    # The report names them too, by path, for the UI's batch report (at most 100).
+    sample = read_report(tricky_run, "b1")[contract.R_QUARANTINE_SAMPLE]
+    expected = sorted((r.path, r.reason) for r in rows)[: contract.QUARANTINE_SAMPLE]
+    assert [(x[contract.PATH], x[contract.REASON]) for x in sample] == expected
 
 
 def test_features_have_labels_from_parent_folder_and_1280_dims(spark, tricky_run, tricky_tree):
