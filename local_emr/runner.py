@@ -253,8 +253,12 @@ class StepRun:
     cluster_id: str = ""
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _archive: ClassArchive | None = field(default=None, init=False, repr=False)
-    _archive_option: str = field(default="", init=False, repr=False)
     _killed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+
+    @property
+    def _driver_archive(self) -> str:
+        """The driver JVM's class-archive option: map the job's archive, or dump it."""
+        return self._archive.option if self._archive else ""
 
     def environment(self) -> dict[str, str]:
         """The step's environment: a few host variables, Spark's, and the stand-in's AWS."""
@@ -265,7 +269,7 @@ class StepRun:
             SPARK_HOME=str(self.spark.spark_home),
             PYSPARK_PYTHON=self.spark.python,
             PYSPARK_DRIVER_PYTHON=self.spark.python,
-            SPARK_SUBMIT_OPTS=f"{self.spark.java_options} {self._archive_option}".strip(),
+            SPARK_SUBMIT_OPTS=f"{self.spark.java_options} {self._driver_archive}".strip(),
             SPARK_LOCAL_IP="127.0.0.1",
             TF_CPP_MIN_LOG_LEVEL="2",
             AWS_ACCESS_KEY_ID="testing",
@@ -284,7 +288,7 @@ class StepRun:
         confs = dict(self.spark_defaults)
         confs.update(hadoop_confs({b: self.stage.folder(b) for b in buckets}))
         confs["spark.ui.showConsoleProgress"] = "false"
-        mapped = self._archive_option if self._archive and not self._archive.pending else ""
+        mapped = self._driver_archive if self._archive and not self._archive.pending else ""
         executor_options = (
             f"{confs.get('spark.executor.extraJavaOptions', '')} {self.spark.java_options} {mapped}"
         )
@@ -298,9 +302,11 @@ class StepRun:
         stdout, stderr = self.folder / "stdout", self.folder / "stderr"
         controller = self.folder / "controller"
         outcome = StepOutcome(exit_code=None)
-        job = next((Path(word).stem for word in self.args if word.endswith(".py")), "step")
+        rest = split_submit(self.args[1:])[1]  # the application file, then its arguments
+        job = Path(rest[0]).stem if rest else "step"
         self._archive = ClassArchive.for_job(self.spark.class_archives, job, self.spark.spark_home)
-        self._archive_option = self._archive.java_option() if self._archive else ""
+        if self._archive:
+            self._archive.java_option()
         try:
             command = self.command()
             self.stage.pull(s3_uris(self.args))

@@ -74,6 +74,8 @@ class ClassArchive:
 
     path: Path
     pending: Path | None = field(default=None, init=False)
+    option: str = field(default="", init=False)
+    """What :meth:`java_option` last returned."""
 
     @classmethod
     def for_job(cls, cache: str, job: str, spark_home: Path | None = None) -> ClassArchive | None:
@@ -91,12 +93,14 @@ class ClassArchive:
             driver); without, a missing archive gives no option.
         """
         if self.path.is_file():
-            return f"-XX:SharedArchiveFile={self.path}"
-        if not dump:
-            return ""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.pending = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        return f"-XX:ArchiveClassesAtExit={self.pending}"
+            self.option = f"-XX:SharedArchiveFile={self.path}"
+        elif not dump:
+            self.option = ""
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.pending = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            self.option = f"-XX:ArchiveClassesAtExit={self.pending}"
+        return self.option
 
     def finish(self, succeeded: bool) -> None:
         """Publish the archive the JVM dumped when its run ``succeeded``, else delete it."""

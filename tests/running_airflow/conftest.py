@@ -7,15 +7,19 @@ session's local EMR stand-in (its connection and bucket are in the stack's envir
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fruits_jobs import contract
+from fruits_pipeline.config import SAMPLE_IMAGES
 from local_emr.server import connection_uri
 from scripts.airflow_stack import AirflowStack, free_port
 from tests.conftest import REGION
@@ -23,6 +27,8 @@ from tests.conftest import REGION
 FINISHED = {"success", "failed"}
 EMR_BUCKET = "fruits-deployed-lake"
 """The bucket of ``fruits_emr`` runs on the deployed stack (``test_rest_emr_faults.BUCKET``)."""
+DAG = "fruits_local"
+CLASSES = sorted(p.name for p in (SAMPLE_IMAGES / "Training").iterdir())
 
 
 class Deployed:
@@ -104,3 +110,39 @@ def deployed(weights_file: Path, stand_in: Any) -> Iterator[Deployed]:
             yield Deployed(stack, root)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def land(folder: Path, classes: list[str], first: int, count: int) -> int:
+    """Copy images ``first..first+count`` of each class into ``folder/<Class>/``."""
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for image in sorted((SAMPLE_IMAGES / "Training" / name).glob("*.jpg"))[
+            first : first + count
+        ]:
+            shutil.copy2(image, folder / name / image.name)
+    return len(classes) * count
+
+
+def featurize_report(deployed, batch: str) -> dict:
+    return json.loads(
+        (deployed.root / "outputs" / contract.featurize_report_key(batch)).read_text()
+    )
+
+
+@pytest.fixture(scope="package")
+def scheduled(deployed) -> tuple[dict, str, int]:
+    """Unpause the DAG, as a user does in the UI: the scheduler itself runs the batch due now.
+
+    Every test that triggers a run needs the DAG unpaused (runs of a paused DAG stay queued).
+    """
+    # Airflow 3's @daily is a cron trigger: the run due now is today 00:00's, named by it.
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    images = land(deployed.landing / day, CLASSES[:2], 0, 3)
+    response = deployed.api("PATCH", f"/api/v2/dags/{DAG}", json={"is_paused": False})
+    assert response.status_code == 200, response.text
+    for _ in range(90):
+        runs = [r for r in deployed.runs(DAG) if r["run_type"] == "scheduled"]
+        if runs:
+            return deployed.wait(DAG, runs[0]["dag_run_id"]), day, images
+        time.sleep(2)
+    raise AssertionError("the scheduler created no run after the DAG was unpaused")

@@ -7,42 +7,17 @@ one stack, as a user would: look, unpause (the schedule runs), trigger, backfill
 
 from __future__ import annotations
 
-import html
-import json
 import re
-import shutil
-import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote
 
-import httpx
 import pytest
 
 from fruits_jobs import contract
-from fruits_pipeline.config import SAMPLE_IMAGES
 from fruits_pipeline.runs import BATCH_TIME_FORMAT
+from tests.running_airflow.conftest import CLASSES, DAG, featurize_report, land
 
-DAG = "fruits_local"
-CLASSES = sorted(p.name for p in (SAMPLE_IMAGES / "Training").iterdir())
 FORM = {"batch_id", "image_source", "k", "variance", "full_recompute", "dry_run"}
-
-
-def land(folder: Path, classes: list[str], first: int, count: int) -> int:
-    """Copy images ``first..first+count`` of each class into ``folder/<Class>/``."""
-    for name in classes:
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for image in sorted((SAMPLE_IMAGES / "Training" / name).glob("*.jpg"))[
-            first : first + count
-        ]:
-            shutil.copy2(image, folder / name / image.name)
-    return len(classes) * count
-
-
-def featurize_report(deployed, batch: str) -> dict:
-    return json.loads(
-        (deployed.root / "outputs" / contract.featurize_report_key(batch)).read_text()
-    )
 
 
 def trigger(deployed, **body) -> dict:
@@ -60,25 +35,6 @@ def test_both_dags_load_with_their_forms_and_no_import_error(deployed):
         details = deployed.api("GET", f"/api/v2/dags/{dag_id}/details").json()
         assert set(details["params"]) == FORM, dag_id
         assert details["is_paused"] is True  # compose: DAGS_ARE_PAUSED_AT_CREATION
-
-
-@pytest.fixture(scope="module")
-def scheduled(deployed) -> tuple[dict, str, int]:
-    """Unpause the DAG, as a user does in the UI: the scheduler itself runs the batch due now.
-
-    Every test that triggers a run needs the DAG unpaused (runs of a paused DAG stay queued).
-    """
-    # Airflow 3's @daily is a cron trigger: the run due now is today 00:00's, named by it.
-    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    images = land(deployed.landing / day, CLASSES[:2], 0, 3)
-    response = deployed.api("PATCH", f"/api/v2/dags/{DAG}", json={"is_paused": False})
-    assert response.status_code == 200, response.text
-    for _ in range(90):
-        runs = [r for r in deployed.runs(DAG) if r["run_type"] == "scheduled"]
-        if runs:
-            return deployed.wait(DAG, runs[0]["dag_run_id"]), day, images
-        time.sleep(2)
-    raise AssertionError("the scheduler created no run after the DAG was unpaused")
 
 
 def test_the_schedule_runs_the_due_batch_once_unpaused(deployed, scheduled):
@@ -172,112 +128,3 @@ def test_a_failed_run_names_the_task_and_its_first_error(deployed, scheduled, tm
     assert states["featurize"] != "success", states
     log = deployed.task_log(DAG, run["dag_run_id"], "preflight")
     assert f"preflight failed: image source is not a folder: {missing}" in log
-
-
-def test_a_backfill_over_two_days_featurizes_each_days_new_images(deployed, scheduled):
-    days = ["2026-10-01", "2026-10-02"]
-    first = land(deployed.landing / days[0], CLASSES[4:6], 0, 3)
-    second = land(deployed.landing / days[1], CLASSES[4:6], 3, 2)
-    broken = deployed.landing / days[0] / CLASSES[4] / "broken.jpg"
-    broken.write_bytes(b"\xff\xd8\xff\xe0 cut short")
-    response = deployed.api(
-        "POST",
-        "/api/v2/backfills",
-        json={
-            "dag_id": DAG,
-            "from_date": f"{days[0]}T00:00:00Z",
-            "to_date": f"{days[1]}T00:00:00Z",
-            "max_active_runs": 1,
-        },
-    )
-    assert response.status_code == 200, response.text
-    backfill = response.json()["id"]
-    runs = []
-    for _ in range(60):
-        runs = [r for r in deployed.runs(DAG) if r["run_type"] == "backfill"]
-        if len(runs) == 2:
-            break
-        time.sleep(2)
-    assert len(runs) == 2, runs
-    ended = sorted(
-        (deployed.wait(DAG, r["dag_run_id"]) for r in runs), key=lambda r: r["logical_date"]
-    )
-    assert [r["state"] for r in ended] == ["success", "success"], [
-        deployed.explain(DAG, r["dag_run_id"]) for r in ended
-    ]
-    assert [r["logical_date"][:10] for r in ended] == days
-    day1, day2 = (featurize_report(deployed, day) for day in days)
-    assert (day1[contract.R_FEATURIZED], day1[contract.R_QUARANTINED]) == (first, 1)
-    assert day2[contract.R_FEATURIZED] == second  # only the second day's new images
-    assert day2[contract.R_SKIPPED] == day2[contract.R_DISCOVERED] - second
-    pca = deployed.xcom(DAG, ended[1]["dag_run_id"], "validate_outputs")
-    assert pca["pca"]["rows"] == pca["feature_rows"] >= first + second  # PCA over all batches
-    csv_folder = deployed.root / "outputs" / contract.fit_key(contract.PCA_CSV, pca["pca"]["fit"])
-    (csv_file,) = csv_folder.glob("*.csv")
-    assert len(csv_file.read_text().splitlines()) == 1 + pca["pca"]["rows"]
-    for _ in range(30):  # the scheduler closes the backfill once its runs have ended
-        if deployed.api("GET", f"/api/v2/backfills/{backfill}").json()["completed_at"]:
-            break
-        time.sleep(2)
-    else:
-        raise AssertionError(f"backfill {backfill} not completed after its runs ended")
-
-
-def report_page(dag_id: str, run_id: str) -> str:
-    """The path of a run's batch report (the plugin's app, mounted by the api-server)."""
-    return f"/fruits/report/{dag_id}/{quote(run_id, safe='')}"
-
-
-def test_every_run_has_its_batch_report_tab(deployed, scheduled):
-    """The runs the tests above made, each on its "Batch report" tab, as a user opens it."""
-    (plugin,) = [
-        p
-        for p in deployed.api("GET", "/api/v2/plugins").json()["plugins"]
-        if p["name"] == "fruits_batch_report"
-    ]
-    (view,) = plugin["external_views"]
-    assert (view["name"], view["destination"]) == ("Batch report", "dag_run")
-    assert view["href"] == "fruits/report/{DAG_ID}/{RUN_ID}"
-    runs = deployed.runs(DAG)
-    day1 = next(
-        r for r in runs if r["run_type"] == "backfill" and r["logical_date"][:10] == "2026-10-01"
-    )
-    page = deployed.api("GET", report_page(DAG, day1["dag_run_id"]))
-    assert page.status_code == 200, page.text
-    featurize = featurize_report(deployed, "2026-10-01")
-    for label, key in (
-        ("photos in", contract.R_INPUT),
-        ("featurized", contract.R_FEATURIZED),
-        ("quarantined", contract.R_QUARANTINED),
-        ("already featurized", contract.R_SKIPPED),
-    ):
-        assert f"<tr><th>{label}</th><td>{featurize[key]}</td></tr>" in page.text, label
-    (broken,) = featurize[contract.R_QUARANTINE_SAMPLE]
-    assert broken[contract.PATH].endswith("/broken.jpg"), broken
-    shown = f"{html.escape(broken[contract.PATH])}</code>: {html.escape(broken[contract.REASON])}"
-    assert shown in page.text
-    assert page.text.count("data:image/png;base64,") == 2
-    task = f"/api/v2/dags/{DAG}/dagRuns/{day1['dag_run_id']}/taskInstances/validate_outputs"
-    links = deployed.api("GET", f"{task}/links").json()
-    assert links == {"Outputs": f"file://{deployed.root / 'outputs'}/"}, links
-    # The scheduled day re-run with nothing new: the decision, as plan_work logged it.
-    run_id = scheduled[0]["dag_run_id"]
-    work = deployed.xcom(DAG, run_id, "plan_work")
-    page = deployed.api("GET", report_page(DAG, run_id)).text
-    assert not work["anything"] and "<h2>Nothing new</h2>" in page
-    assert html.escape(work["reason"]) in page
-    # A run that failed in its preflight: what it did, not an error page.
-    failed = next(r for r in runs if r["state"] == "failed")
-    page = deployed.api("GET", report_page(DAG, failed["dag_run_id"]))
-    assert page.status_code == 200 and "No batch" in page.text
-    assert "<tr><th>preflight</th><td>failed</td></tr>" in page.text
-    # Anonymous: 401. Ids that name no run, or try to name a path: 404, nothing read.
-    anonymous = httpx.get(deployed.stack.url + report_page(DAG, day1["dag_run_id"]), timeout=30)
-    assert anonymous.status_code == 401, anonymous.text
-    for path in (
-        report_page(DAG, ".."),
-        report_page(DAG, "%2e%2e"),
-        f"/fruits/report/{DAG}/%2e%2e%2f%2e%2e",
-        report_page("example_dag", day1["dag_run_id"]),
-    ):
-        assert deployed.api("GET", path).status_code == 404, path
