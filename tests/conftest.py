@@ -133,7 +133,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"\nFRUITS_TESTS_SHARED_ONLY: {len(names)} modules that do not read ../shared "
             f"deselected: {', '.join(names)}"
         )
-    items.sort(key=stage)
+    # A module with a test that ends Airflow runs after the other deployed tests, so its
+    # module-scoped fixtures are set up once and its tests stay together.
+    ending = {item.module for item in items if item.get_closest_marker("ends_airflow")}
+    items.sort(key=lambda item: (stage(item), item.module in ending))
 
 
 def pretrained_weights() -> Path | None:

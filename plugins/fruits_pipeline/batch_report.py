@@ -180,7 +180,7 @@ def _batch_section(report: BatchReport) -> str:
             for row in shown
         )
         parts.append(
-            f"<h3>Quarantined: {_e(quarantined)} files"
+            f"<h3>Quarantined: {_e(quarantined)} file{'s' if quarantined != 1 else ''}"
             f"{f' (the first {len(shown)})' if len(shown) < quarantined else ''}</h3>"
             f"<ul class='quarantine'>{items}</ul>"
         )

@@ -25,11 +25,14 @@ before = dict(sys.modules)
 plugins, errors = _load_plugins_from_plugin_directory(plugins_folder=folder)
 shadows = []
 for name, module in list(sys.modules.items()):
-    if before.get(name) is module or not str(getattr(module, "__file__", "")).startswith(folder):
+    path = str(getattr(module, "__file__", None) or "")
+    if before.get(name) is module or not path.startswith(folder):
         continue
+    if "." in name or (Path(path).name == "__init__.py" and Path(path).parent.name == name):
+        continue  # imported as (or from) a package, under its real name
     del sys.modules[name]
     project = Path(folder, "fruits_pipeline", name + ".py").exists()
-    spec = importlib.util.find_spec(name)  # a plugin file found again (editable install): itself
+    spec = importlib.util.find_spec(name)  # the plugin file itself, found again, is no shadow
     elsewhere = spec is not None and Path(spec.origin or "").name != f"{name}.py"
     if name in before or elsewhere or project:
         shadows.append(name)

@@ -78,8 +78,10 @@ def open_trigger_form(page: Page, url: str) -> None:
 
 
 def fill_param(page: Page, name: str, value: str) -> None:
-    field = page.locator(f"#element_{name}")
+    """Type ``value`` into the form's field of Param ``name`` (its input is ``element_<name>``)."""
+    field = page.locator(f"input[name='element_{name}']")
     field.fill(value)
+    field.press("Tab")  # a number field takes its value when it loses the focus
 
 
 def report_frame(page: Page, url: str, run_id: str) -> Frame:
@@ -116,15 +118,15 @@ def test_a_bad_batch_id_in_the_form_is_refused_and_starts_no_run(page, deployed)
         open_trigger_form(page, deployed.stack.url)
         fill_param(page, "batch_id", "a/b")
         page.get_by_test_id("trigger-dag-submit").click()
-        expect(page.get_by_text("Failed to Trigger Dag")).to_be_visible(timeout=UI_S)
+        expect(page.get_by_text("Failed to Trigger Dag").first).to_be_visible(timeout=UI_S)
     assert len(deployed.runs(DAG)) == before
 
 
 def test_the_form_triggers_a_run_whose_batch_report_tab_shows_it(page, deployed, tmp_path):
     day = time.strftime("%Y-%m-%d", time.gmtime())
     landing = deployed.landing / day  # the form's image source: today's landing folder
-    land(landing, CLASSES[6:8], 0, 2)
-    (landing / CLASSES[6] / "cut-short.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    land(landing, CLASSES[2:4], 8, 2)  # photos no run has landed yet
+    (landing / CLASSES[2] / "cut-short.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     before = {r["dag_run_id"] for r in deployed.runs(DAG)}
     started = time.monotonic()
     with kept_on_failure(page, "form-trigger"):
@@ -157,10 +159,13 @@ def backfill_from_the_modal(page: Page, url: str, first: str, last: str) -> None
     """The Trigger modal's Backfill choice, from ``first`` to ``last`` (days), then Run."""
     open_trigger_form(page, url)
     page.locator("label:has-text('Backfill')").first.click()
-    dates = page.locator("input[type='datetime-local']")
-    for n, day in enumerate((first, last)):
-        dates.nth(n).fill(f"{day}T00:00")
-        dates.nth(n).dispatch_event("change")
+    for n, day in enumerate((first, last)):  # From, To: each a popover with a date and a time
+        page.get_by_test_id("datetime-input").nth(n).click()
+        page.locator("input[placeholder='YYYY/MM/DD']:visible").fill(day.replace("-", "/"))
+        time_field = page.locator("input[placeholder='HH:mm']:visible")
+        time_field.fill("00:00")
+        page.keyboard.press("Escape")
+        expect(time_field).to_have_count(0)  # the popover closed
     expect(page.get_by_text(re.compile(r"2 runs will be triggered"))).to_be_visible(timeout=UI_S)
     with page.expect_response(
         lambda r: r.url.endswith("/backfills") and r.request.method == "POST", timeout=UI_S
@@ -250,7 +255,7 @@ def test_the_report_route_serves_every_run_and_only_to_a_user(deployed, schedule
     assert page.text.count("data:image/png;base64,") == 2
     task = f"/api/v2/dags/{DAG}/dagRuns/{day1['dag_run_id']}/taskInstances/validate_outputs"
     links = deployed.api("GET", f"{task}/links").json()
-    assert links == {"Outputs": f"file://{deployed.root / 'outputs'}/"}, links
+    assert links["extra_links"] == {"Outputs": f"file://{deployed.root / 'outputs'}/"}, links
     # The scheduled day re-run with nothing new: the decision, as plan_work logged it.
     run_id = scheduled[0]["dag_run_id"]
     work = deployed.xcom(DAG, run_id, "plan_work")
