@@ -381,8 +381,8 @@ class StepRun:
             folder = f"{prefix}{self.cluster_id}/steps/{self.step_id}/"
             for path in (stdout, stderr, controller):
                 gzip_to(self.stage.s3, path, bucket, f"{folder}{path.name}.gz")
-            if app and work:
-                containers = f"{prefix}{self.cluster_id}/containers/{app[1]}"
+            if work:
+                containers = f"{prefix}{self.cluster_id}/containers/{work.name}"
                 for path in sorted(work.glob("*/std*")):
                     key = f"{containers}/{path.parent.name}/{path.name}.gz"
                     gzip_to(self.stage.s3, path, bucket, key)

@@ -28,11 +28,8 @@ from fruits_pipeline.outputs_state import survey
 from fruits_pipeline.stores import Store
 from fruits_pipeline.validation import Findings, validate
 
-QUARANTINE_SHOWN = contract.QUARANTINE_SAMPLE
-"""Quarantined files the page lists by name (the featurize report holds that many)."""
 PLOT_MAX_BYTES = 5 * 1024 * 1024
 """A plot larger than this is linked, not inlined (the job's plots are about 50 kB)."""
-JOB_TASKS = ("featurize", "pca")
 
 
 @dataclass(frozen=True)
@@ -103,11 +100,7 @@ def gather(
     report.pca = state.pca
     if state.pca is not None and state.fit is not None:
         fit = state.fit
-        csv = sorted(
-            k
-            for k in state.fit_keys
-            if k.startswith(f"{contract.fit_key(contract.PCA_CSV, fit)}/") and k.endswith(".csv")
-        )
+        csv = state.fit_csvs
         report.uris = {
             "PCA matrix (CSV)": contract.join(store.uri, csv[0] if csv else contract.PCA_CSV),
             "PCA scores (Parquet)": contract.join(store.uri, contract.fit_key(contract.PCA, fit)),
@@ -174,7 +167,7 @@ def _batch_section(report: BatchReport) -> str:
     quarantined = featurize.get(contract.R_QUARANTINED) or 0
     sample = featurize.get(contract.R_QUARANTINE_SAMPLE) or []
     if quarantined:
-        shown = sample[:QUARANTINE_SHOWN]
+        shown = sample[: contract.QUARANTINE_SAMPLE]
         items = "".join(
             f"<li><code>{_e(row.get(contract.PATH))}</code>: {_e(row.get(contract.REASON))}</li>"
             for row in shown

@@ -36,8 +36,7 @@ def summarize(store: Store, batch: str) -> tuple[str, Findings]:
     ]
     if state.pca is not None and state.fit is not None:
         pca, fit = state.pca, state.fit
-        folder = f"{contract.fit_key(contract.PCA_CSV, fit)}/"
-        csv_keys = sorted(k for k in state.fit_keys if k.startswith(folder) and k.endswith(".csv"))
+        csv_keys = state.fit_csvs
         lines += [
             f"PCA: k={pca[contract.R_K]} components explain "
             f"{sum(pca[contract.R_EXPLAINED]):.1%} of the variance over {pca[contract.R_ROWS]} "

@@ -99,12 +99,11 @@ def _check_fit(store: Store, state: OutputState, findings: Findings) -> None:
         for name in contract.PCA_PLOTS
         if contract.plot_key(fit, name) not in present
     ]
-    _check_csv(store, fit, int(pca.get(contract.R_K) or 0), present, findings)
+    _check_csv(store, fit, int(pca.get(contract.R_K) or 0), state.fit_csvs, findings)
 
 
-def _check_csv(store: Store, fit: str, k: int, present: set[str], findings: Findings) -> None:
+def _check_csv(store: Store, fit: str, k: int, parts: list[str], findings: Findings) -> None:
     folder = contract.fit_key(contract.PCA_CSV, fit)
-    parts = sorted(key for key in present if key.startswith(folder) and key.endswith(".csv"))
     if len(parts) != 1:
         findings.wrong.append(f"{len(parts)} CSV files in {store.uri}/{folder}/, expected one")
     if not parts:

@@ -335,6 +335,14 @@ class OutputState:
         return [k for u in self.units if u.kind == FIT_UNIT and not u.left_over for k in u.keys]
 
     @property
+    def fit_csvs(self) -> list[str]:
+        """The keys of the current fit's CSV part files, sorted (the contract wants one)."""
+        if self.fit is None:
+            return []
+        folder = f"{fit_key(PCA_CSV, self.fit)}/"
+        return sorted(k for k in self.fit_keys if k.startswith(folder) and k.endswith(".csv"))
+
+    @property
     def left_overs(self) -> list[Unit]:
         """The units no reader sees."""
         return [unit for unit in self.units if unit.left_over]
