@@ -35,7 +35,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 test: setup $(MARP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 # Throughput of the featurize job against one plain process, and PCA fit time (idle machine).
 bench: setup

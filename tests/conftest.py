@@ -115,6 +115,36 @@ def reads_shared(item: pytest.Item) -> bool:
     )
 
 
+AIRFLOW_LANE = ("tests/running_airflow/", "tests/deploy/", "tests/dags/")
+"""Folders whose tests run in the ``airflow`` lane: the deployed Airflow's (every test of the
+``deployed`` fixture is in the first), and those that start Airflow processes of their own."""
+
+
+def lane(nodeid: str) -> str:
+    """The lane of the test ``nodeid``: ``airflow`` (see :data:`AIRFLOW_LANE`) or ``spark``
+    (the stand-in's, the Spark jobs', the notebook's and the unit tests). Each lane takes
+    about half of the suite's time."""
+    return "airflow" if nodeid.startswith(AIRFLOW_LANE) else "spark"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``-n 2 --dist loadscope`` (``make test``), a pytest-xdist worker per lane.
+
+    A lane is the scope: one worker runs all its tests, in this file's order (so each
+    process starts its session fixtures once: the stand-in, a SparkSession, a metadata
+    database). Other ``--dist`` modes keep pytest-xdist's own scheduling.
+    """
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LaneScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return lane(nodeid)
+
+    return LaneScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the tests that need the stand-in, then the deployed Airflow, last (in file order).
 
