@@ -25,3 +25,6 @@ RUN pip install --no-cache-dir \
       "apache-airflow-providers-amazon==9.39.0" \
       "aiobotocore==3.10.0" \
       --constraint /tmp/requirements.lock
+# upload_code keeps the nodes' Python environment archives here (compose: the node-envs
+# volume, which takes this folder's owner, the airflow user, when first mounted).
+RUN mkdir -p /home/airflow/.cache/fruits-pipeline/node-env

@@ -15,7 +15,7 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-startup bench-sync bench-report lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
+.PHONY: setup demo test bench bench-startup bench-sync bench-report bench-bootstrap node-env lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
 
 setup: $(STAMP)
 
@@ -50,6 +50,15 @@ bench-startup: setup
 # a 1 GB file; awscli goes into a throwaway venv under /tmp, never into .venv.
 bench-sync: setup
 	$(BIN)/python benchmarks/bench_sync.py
+
+# A node's bootstrap: pip from the package index (before) against the node environment archive
+# from S3 (a moto server), unpacked by the real bootstrap script; the archive's size and build time.
+bench-bootstrap: setup
+	$(BIN)/python benchmarks/bench_bootstrap.py
+
+# The nodes' Python environment archive for this lock file, where upload_code looks for it.
+node-env: setup
+	$(BIN)/python -m fruits_pipeline.node_env
 
 # The Airflow UI's batch report: a 100,000-image batch's page against a 10-image one.
 bench-report: setup

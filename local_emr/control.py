@@ -6,7 +6,8 @@ never moves them on. :class:`ControlPlane` does, on a thread, as EMR would:
 * a new cluster is ``STARTING``; the launch rules of :mod:`local_emr.rules` are checked (a
   refusal ends it ``TERMINATED_WITH_ERRORS`` with the rule's code and message), then
   ``BOOTSTRAPPING``: its bootstrap rules, at the moment the nodes would fetch the scripts
-  (``BOOTSTRAP_FAILURE``), then ``WAITING``;
+  (``BOOTSTRAP_FAILURE``), and the node environment its bootstrap action names
+  (:mod:`local_emr.nodes`: the Python of its steps), then ``WAITING``;
 * steps run one at a time in the order added, ``PENDING`` -> ``RUNNING`` ->
   ``COMPLETED``/``FAILED`` (:mod:`local_emr.runner`), honouring ``ActionOnFailure``;
   a failed step's ``Status.FailureDetails`` holds its one-line error and its ``stderr.gz``;
@@ -17,6 +18,7 @@ never moves them on. :class:`ControlPlane` does, on a thread, as EMR would:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -29,6 +31,7 @@ from typing import Any
 from moto.emr.models import Cluster, Step
 
 from local_emr import rules
+from local_emr.nodes import ArchiveMissingError, NodeEnvs, archive_uri
 from local_emr.runner import SparkEnv, StepOutcome, StepRun, remove
 from local_emr.staging import Stage
 
@@ -84,6 +87,7 @@ class Tracked:
     running: tuple[LocalStep, StepRun, threading.Thread] | None = None
     outcome: StepOutcome | None = None
     end_with_error: bool = False
+    python: str | None = None
 
     @property
     def state(self) -> str:
@@ -105,6 +109,8 @@ class ControlPlane:
     :param clients: boto3 clients of the stand-in, by region.
     :param workdir: where each cluster's staged buckets and step files go.
     :param spark: how steps run Spark here.
+    :param nodes: the node environments; the steps of a cluster whose bootstrap action names
+        none run on ``spark.python``.
     :param endpoint: the stand-in's URL, given to steps for boto3.
     :param boot_s: seconds spent in each of ``STARTING`` and ``BOOTSTRAPPING``.
     :param idle_scale: factor on ``IdleTimeout`` (tests shorten it; 1.0 is EMR's).
@@ -116,6 +122,7 @@ class ControlPlane:
         clients: Clients,
         workdir: Path,
         spark: SparkEnv,
+        nodes: NodeEnvs,
         endpoint: str,
         boot_s: float = 1.0,
         idle_scale: float = 1.0,
@@ -124,6 +131,7 @@ class ControlPlane:
         self.clients = clients
         self.workdir = workdir
         self.spark = spark
+        self.nodes = nodes
         self.endpoint = endpoint
         self.boot_s = boot_s
         self.idle_scale = idle_scale
@@ -220,8 +228,24 @@ class ControlPlane:
         self._move(tracked, refused, "STARTING", "BOOTSTRAPPING")
 
     def _bootstrap(self, tracked: Tracked) -> None:
-        """The nodes download the bootstrap scripts now: the rules' check, at this moment."""
-        refused = rules.bootstrap_refusals(tracked.request, self.clients(tracked.region)["s3"])
+        """The nodes download the bootstrap scripts now: the rules' check, at this moment.
+
+        Then they unpack the node environment (once per archive on this machine).
+        """
+        s3 = self.clients(tracked.region)["s3"]
+        refused = rules.bootstrap_refusals(tracked.request, s3)
+        uri = archive_uri(tracked.request)
+        if uri and not refused:
+            try:
+                tracked.python = self.nodes.python(s3, uri)
+            except ArchiveMissingError as err:
+                refused = [
+                    rules.Refusal(
+                        rules.BOOTSTRAP_FAILURE,
+                        "On the master instance, bootstrap action 1 returned a non-zero return "
+                        f"code: the node environment archive cannot be downloaded: {err}",
+                    )
+                ]
         if self._move(tracked, refused, "BOOTSTRAPPING", "WAITING"):
             log.info("cluster %s waiting", tracked.cluster.id)
 
@@ -286,7 +310,7 @@ class ControlPlane:
             args=list(step.args),
             folder=folder / "steps" / step.id,
             stage=Stage(self.clients(tracked.region)["s3"], folder / "s3"),
-            spark=self.spark,
+            spark=dataclasses.replace(self.spark, python=tracked.python or self.spark.python),
             endpoint=self.endpoint,
             region=tracked.region,
             emr_python=configuration(configurations, "spark-env", "PYSPARK_PYTHON"),

@@ -313,8 +313,9 @@ class LocalEmr:
         from moto.server import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
-        from fruits_pipeline.config import CLASS_ARCHIVES
+        from fruits_pipeline.config import CLASS_ARCHIVES, NODE_ENVS
         from local_emr.control import ControlPlane
+        from local_emr.nodes import NodeEnvs
         from local_emr.runner import SparkEnv, shared_spark_home
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
@@ -331,6 +332,7 @@ class LocalEmr:
             clients=self.clients,
             workdir=self.workdir / "clusters",
             spark=spark,
+            nodes=NodeEnvs(Path(NODE_ENVS).expanduser() / "unpacked"),
             endpoint=self.endpoint,
             boot_s=self.boot_s,
             idle_scale=self.idle_scale,

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fruits_pipeline.config import SAMPLE_IMAGES
+from fruits_pipeline.config import LOCK_FILE, NODE_ENVS, SAMPLE_IMAGES
 from local_emr.runner import QUICK_JVM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,10 +356,21 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             assert not left, f"Spark processes left running: {left}"
 
 
+@pytest.fixture(scope="session")
+def node_env_archive() -> Path:
+    """The nodes' Python environment archive of this lock file, where ``upload_code`` keeps
+    it (``~/.cache/fruits-pipeline/node-env``): built once per machine and lock file, from
+    the wheels pip's cache kept when ``make setup`` installed the same versions."""
+    from fruits_pipeline import node_env
+
+    return node_env.ensure(Path(NODE_ENVS).expanduser(), ROOT / LOCK_FILE)
+
+
 @pytest.fixture(scope="module")
-def lake(stand_in: Any, request: pytest.FixtureRequest) -> Any:
+def lake(stand_in: Any, node_env_archive: Path, request: pytest.FixtureRequest) -> Any:
     """The module's bucket (its ``BUCKET``) on the stand-in, as ``make aws-bootstrap`` makes it
-    (EU, encrypted, TLS-only policy); an S3 client of the stand-in."""
+    (EU, encrypted, TLS-only policy); an S3 client of the stand-in. The node environment is
+    built first, so that no DAG task waits for it (the first run's ``upload_code`` sends it)."""
     from fruits_pipeline.aws_bootstrap import Bootstrap, Names
 
     outcomes = Bootstrap(Names(request.module.BUCKET, REGION)).up()

@@ -8,8 +8,6 @@ from fruits_pipeline.config import EMR_PYTHON, Settings
 
 BOOTSTRAP_KEY = "bootstrap/install_python_deps.sh"
 """Where ``upload_code`` puts the bootstrap script under the versioned code prefix."""
-CONSTRAINTS_KEY = "bootstrap/constraints.txt"
-"""Where ``upload_code`` puts the pinned versions (the lock file) the bootstrap script installs."""
 EMR_MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
 """The tag ``AmazonEMRServicePolicy_v2`` requires on the cluster request, and on the subnet and
 security groups it launches into: the policy lets EMR create instances, volumes and launch
@@ -27,12 +25,17 @@ def instance_group(role: str, kind: str, count: int, *, spot: bool) -> dict[str,
     }
 
 
-def job_flow_overrides(settings: Settings, batch_id: str, code_uri: str) -> dict[str, Any]:
-    """The ``RunJobFlow`` request for ``batch_id``; ``code_uri`` holds the uploaded jobs.
+def job_flow_overrides(
+    settings: Settings, batch_id: str, code_uri: str, node_env_uri: str
+) -> dict[str, Any]:
+    """The ``RunJobFlow`` request for ``batch_id``.
+
+    ``code_uri`` holds the uploaded jobs, ``node_env_uri`` the nodes' Python environment
+    archive (:mod:`fruits_pipeline.node_env`).
 
     * Spark on ``settings.emr_release``, logs to ``settings.log_uri`` in the same EU bucket.
-    * A bootstrap action installs the job dependencies, at the lock file's versions, into
-      :data:`EMR_PYTHON` on every node, and Spark's Python points at it.
+    * A bootstrap action unpacks the archive into a virtual environment of Amazon Linux's
+      ``python3.11`` on every node (:data:`EMR_PYTHON`), and Spark's Python points at it.
     * ``AutoTerminationPolicy`` always set: an idle cluster stops itself even if Airflow dies.
     * The master stays on-demand; core nodes go spot when ``settings.use_spot``.
     * Tagged with :data:`EMR_MANAGED_POLICY_TAG`, without which the service role's managed
@@ -63,7 +66,7 @@ def job_flow_overrides(settings: Settings, batch_id: str, code_uri: str) -> dict
                 "Name": "install-python-deps",
                 "ScriptBootstrapAction": {
                     "Path": f"{code_uri}/{BOOTSTRAP_KEY}",
-                    "Args": [f"{code_uri}/{CONSTRAINTS_KEY}"],
+                    "Args": [node_env_uri],
                 },
             }
         ],

@@ -1,4 +1,8 @@
-"""The code a cluster needs, as one content-addressed bundle: entry scripts, package, bootstrap."""
+"""The code a cluster needs, as one content-addressed bundle: entry scripts, package, bootstrap.
+
+The nodes' Python packages are not in it: :mod:`fruits_pipeline.node_env` builds them, once per
+lock file.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import io
 import zipfile
 from pathlib import Path
 
-from fruits_pipeline.cluster import BOOTSTRAP_KEY, CONSTRAINTS_KEY
-from fruits_pipeline.config import EMR_BOOTSTRAP_SCRIPT, LOCK_FILE, PROJECT_ROOT
+from fruits_pipeline.cluster import BOOTSTRAP_KEY
+from fruits_pipeline.config import EMR_BOOTSTRAP_SCRIPT, PROJECT_ROOT
 from fruits_pipeline.steps import JOBS, PACKAGE_ZIP
 
 EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -32,7 +36,6 @@ def code_bundle(root: Path = PROJECT_ROOT) -> dict[str, bytes]:
     bundle = {f"{job}.py": (jobs / f"{job}.py").read_bytes() for job in JOBS}
     bundle[PACKAGE_ZIP] = package_zip(jobs / "fruits_jobs")
     bundle[BOOTSTRAP_KEY] = (root / EMR_BOOTSTRAP_SCRIPT).read_bytes()
-    bundle[CONSTRAINTS_KEY] = (root / LOCK_FILE).read_bytes()
     return bundle
 
 

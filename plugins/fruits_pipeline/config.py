@@ -25,8 +25,9 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The repository root (``plugins/`` sits directly under it)."""
 
-EMR_PYTHON = "/usr/bin/python3.11"
-"""The Python that the EMR bootstrap action installs the job dependencies into."""
+EMR_PYTHON = "/opt/fruits/env/bin/python"
+"""The jobs' Python on every EMR node: the bootstrap action's virtual environment of Amazon
+Linux's ``python3.11``, holding the node environment archive (:mod:`fruits_pipeline.node_env`)."""
 EMR_BOOTSTRAP_SCRIPT = "spark_jobs/bootstrap/install_python_deps.sh"
 """The bootstrap action's script, relative to :data:`PROJECT_ROOT`."""
 LOCK_FILE = "requirements.lock"
@@ -111,6 +112,8 @@ the connection's ``max_pool_connections`` too (extra ``config_kwargs``)."""
 
 CLASS_ARCHIVES = "~/.cache/fruits-pipeline/jvm"
 """Where the local jobs' JVMs keep their class archives (:mod:`fruits_pipeline.class_archive`)."""
+NODE_ENVS = "~/.cache/fruits-pipeline/node-env"
+"""Where ``upload_code`` keeps the node environment archives it built, one per lock file."""
 
 SAMPLE_IMAGES = PROJECT_ROOT / "samples" / "fruits360-sample"
 """The 96 Fruits-360 images the repository ships (CC BY-SA 4.0, attribution beside them)."""
@@ -157,6 +160,7 @@ class Settings:
     image_source: str = field(default_factory=default_image_source)
     local_root: str = str(PROJECT_ROOT / "out" / "local")
     class_archives: str = CLASS_ARCHIVES
+    node_envs: str = NODE_ENVS
     step_poke_interval_s: int = 60
     sync_max_file_bytes: int = SYNC_MAX_FILE_BYTES
     sync_concurrency: int = SYNC_CONCURRENCY
@@ -231,6 +235,10 @@ class Settings:
     def code_uri(self, version: str) -> str:
         """Versioned code prefix: ``s3://<bucket>/code/<version>``."""
         return f"{self.s3_root}/code/{version}"
+
+    def node_env_uri(self, key: str) -> str:
+        """The nodes' Python environment archive: ``s3://<bucket>/code/node-env/<key>.tar.gz``."""
+        return f"{self.s3_root}/code/node-env/{key}.tar.gz"
 
     # --- cost guard --------------------------------------------------------------------------
     def cluster_eur_per_hour(self, spot: bool | None = None) -> float:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import TriggerRule, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from botocore.exceptions import ClientError
 
-from fruits_pipeline import planner, preflight, steps
+from fruits_pipeline import node_env, planner, preflight, steps
 from fruits_pipeline.cluster import job_flow_overrides
 from fruits_pipeline.code_bundle import bundle_version, code_bundle
-from fruits_pipeline.config import EMR_PYTHON, Settings
+from fruits_pipeline.config import EMR_PYTHON, LOCK_FILE, PROJECT_ROOT, Settings
 from fruits_pipeline.runs import current_run
 from fruits_pipeline.stores import open_store
 from fruits_pipeline.tasks import s3_client
@@ -78,17 +80,44 @@ def cost_check(synced: dict, work: dict, settings: Settings) -> dict:
     return {"images": images, "eur": plan.cost(settings.use_spot), "minutes": plan.total_s / 60}
 
 
+def upload_node_env(settings: Settings, s3: Any) -> str:
+    """The nodes' Python environment archive in the bucket; its URI.
+
+    ``HeadObject`` its key (:func:`~fruits_pipeline.node_env.env_key`, from the lock file):
+    when the object is there, nothing else happens. Else the archive comes from
+    ``settings.node_envs``, built there first if missing (about a minute, once per lock
+    file), and goes up with ``upload_file`` (a multipart upload).
+    """
+    lock = PROJECT_ROOT / LOCK_FILE
+    uri = settings.node_env_uri(node_env.env_key(lock.read_bytes()))
+    key = uri.removeprefix(f"{settings.s3_root}/")
+    try:
+        s3.head_object(Bucket=settings.bucket, Key=key)
+        log.info("node environment already at %s", uri)
+        return uri
+    except ClientError as err:
+        if err.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    archive = node_env.ensure(Path(settings.node_envs).expanduser(), lock)
+    s3.upload_file(str(archive), settings.bucket, key)
+    log.info("node environment uploaded to %s (%.0f MB)", uri, archive.stat().st_size / 1e6)
+    return uri
+
+
 @task
 def upload_code(settings: Settings) -> dict:
-    """``PutObject`` the jobs, their zipped package, the bootstrap script (and local weights).
+    """``PutObject`` the jobs, their package, the bootstrap script (and local weights).
 
-    Everything goes under ``code/<version>/``, the version being a hash of the bundle, so a
+    Then the nodes' Python environment, unless the bucket has it (:func:`upload_node_env`).
+
+    The code goes under ``code/<version>/``, the version being a hash of the bundle, so a
     running cluster never sees its code change and unchanged code is not re-sent.
     """
     bundle = code_bundle()
     version = bundle_version(bundle)
     code_uri = settings.code_uri(version)
-    store = open_store(code_uri, s3_client(code_uri, settings.aws_conn_id))
+    s3 = s3_client(code_uri, settings.aws_conn_id)
+    store = open_store(code_uri, s3)
     present = {entry.key for entry in store.entries()}
     weights = settings.weights
     if weights != "imagenet" and not weights.startswith("s3://"):
@@ -99,13 +128,14 @@ def upload_code(settings: Settings) -> dict:
         if key not in present:
             store.write(key, data)
     log.info("code %s at %s (%d files)", version, code_uri, len(bundle))
-    return {"code_uri": code_uri, "weights": weights}
+    node_env_uri = upload_node_env(settings, s3)
+    return {"code_uri": code_uri, "weights": weights, "node_env": node_env_uri}
 
 
 @task
 def cluster_request(run: dict, code: dict, settings: Settings) -> dict:
     """The ``RunJobFlow`` body of this batch (see :func:`fruits_pipeline.cluster`)."""
-    return job_flow_overrides(settings, run["batch_id"], code["code_uri"])
+    return job_flow_overrides(settings, run["batch_id"], code["code_uri"], code["node_env"])
 
 
 @task

@@ -3,7 +3,7 @@
 :func:`estimate` adds up what a run of the ``fruits_emr`` DAG keeps a cluster up for:
 
 1. **start**: EMR provisions the instances and installs its applications (``STARTING``);
-2. **bootstrap**: every node installs TensorFlow and the jobs' packages (``BOOTSTRAPPING``);
+2. **bootstrap**: every node unpacks the jobs' Python environment (``BOOTSTRAPPING``);
 3. **featurize**: one step, a fixed start-up then the images at a per-vCPU rate over the
    core nodes' vCPUs (the driver, in cluster mode, takes one of them);
 4. **PCA**: one step, a fixed start-up then the feature rows at a per-vCPU rate;
@@ -34,11 +34,13 @@ CLUSTER_START_S = 600.0
 not measured here (no AWS account): "clusters take roughly 10-15 minutes to reach WAITING"
 (alchemy.run, AWS EMR Cluster provider page); the lower end, since the bootstrap is counted
 apart. The first real run replaces it with its own ``DescribeCluster`` timeline."""
-BOOTSTRAP_S = 260.0
+BOOTSTRAP_S = 31.0
 """The bootstrap action, ``spark_jobs/bootstrap/install_python_deps.sh``, on each node at once:
-its ``pip install --no-cache-dir --constraint requirements.lock tensorflow-cpu h5py pillow
-numpy pandas pyarrow matplotlib boto3`` into a fresh Python 3.11 venv took 222 s, then its
-import check 37 s, on this project's 2-vCPU build machine (2026-11-25, from PyPI)."""
+the venv, the node environment archive's download (446 MB), unpack and import check took
+20.9 s on this project's 2-vCPU build machine (``make bench-bootstrap``, 2026-12-06, the
+archive served by a moto server on loopback), plus a 10 s allowance, not measured, for
+``dnf install python3.11`` from Amazon Linux's repository. It replaced a ``pip install`` from
+PyPI that took 222 s, then its import check 37 s (2026-11-25)."""
 STEP_START_S = 21.0
 """Fixed cost of one Spark step: JVM and session, Python workers importing TensorFlow and
 building the net, Parquet writes, shutdown. ``make bench``: the whole ``spark-submit`` pays

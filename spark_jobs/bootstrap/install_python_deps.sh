@@ -1,31 +1,44 @@
 #!/usr/bin/env bash
-# EMR bootstrap action: install the Spark jobs' Python dependencies on every node.
+# EMR bootstrap action: the Spark jobs' Python environment on every node, from one archive.
 #
-# EMR runs this as the hadoop user on each node before YARN and Spark start, so the
-# jobs' PYSPARK_PYTHON (/usr/bin/python3.11, set by the cluster request) is ready
-# for the driver and every executor. Versions come from the project's lock file,
-# uploaded beside this script and passed as the only argument.
+# EMR runs this as the hadoop user on each node before YARN and Spark start. It installs
+# Amazon Linux's own python3.11 (the only install left on a node), makes a virtual environment
+# of it at /opt/fruits/env (PYSPARK_PYTHON of the cluster request), and unpacks into its
+# site-packages the archive that upload_code built from the lock file's wheels
+# (plugins/fruits_pipeline/node_env.py). Nothing reaches a package index.
 #
-# Usage: install_python_deps.sh s3://<bucket>/code/<version>/bootstrap/constraints.txt
+# Usage: install_python_deps.sh s3://<bucket>/code/node-env/python-<hash>.tar.gz
 set -euo pipefail
 
 readonly PYTHON="${FRUITS_BOOTSTRAP_PYTHON:-/usr/bin/python3.11}"  # overridable for tests
+readonly ENV="${FRUITS_NODE_ENV:-/opt/fruits/env}"
 # What the jobs import beyond the standard library and PySpark (EMR provides PySpark).
-readonly PACKAGES=(tensorflow-cpu h5py pillow numpy pandas pyarrow matplotlib boto3)
+readonly IMPORTS=(boto3 h5py keras matplotlib numpy pandas PIL pyarrow tensorflow)
 
-constraints_uri="${1:?usage: install_python_deps.sh s3://bucket/code/VERSION/bootstrap/constraints.txt}"
-constraints="$(mktemp)"
-trap 'rm -f "$constraints"' EXIT
+archive_uri="${1:?usage: install_python_deps.sh s3://bucket/code/node-env/python-HASH.tar.gz}"
 
-# Amazon Linux 2023 (EMR 7.x) ships Python 3.9 as python3; 3.11 and its pip are separate
-# distribution packages, and a node may have the interpreter without pip.
-if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
-  sudo dnf install -y -q python3.11 python3.11-pip
+# Amazon Linux 2023 (EMR 7.x) ships Python 3.9 as python3; 3.11 is a package of its own.
+if [[ ! -x "$PYTHON" ]]; then
+  sudo dnf install -y -q python3.11
 fi
 
-aws s3 cp --only-show-errors "$constraints_uri" "$constraints"
-sudo "$PYTHON" -m pip install --quiet --no-cache-dir --constraint "$constraints" "${PACKAGES[@]}"
+sudo "$PYTHON" -m venv --without-pip "$ENV"
+site="$("$ENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+aws s3 cp --only-show-errors "$archive_uri" - | sudo tar -xz -C "$site"
 
-# Fail the bootstrap (and so the cluster) here, not later inside a Spark task.
-"$PYTHON" -c 'import boto3, keras, matplotlib, numpy, pandas, PIL, pyarrow, tensorflow'
-echo "install_python_deps: ${PACKAGES[*]} ready for $PYTHON"
+# Fail the bootstrap (and so the cluster) here, with one line naming what the archive lacks,
+# not later inside a Spark task.
+"$ENV/bin/python" - "${IMPORTS[@]}" <<'PYTHON'
+import importlib
+import sys
+
+missing = []
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except ImportError as err:
+        missing.append(f"{name} ({err})")
+if missing:
+    sys.exit(f"install_python_deps: the archive lacks {'; '.join(missing)}")
+PYTHON
+echo "install_python_deps: ${IMPORTS[*]} import from $ENV"

@@ -1,23 +1,26 @@
-"""The EMR bootstrap script: lint-clean, installs what the jobs import, at the lock's versions.
+"""The EMR bootstrap script: lint-clean, makes the nodes' Python from the archive, checks it.
 
-The script really runs here once, against this venv's Python (its ``pip install`` and import
-check included); only the node's ``aws``, ``sudo`` and ``dnf`` commands are replaced by small
-shims (no EMR node is reachable). The other runs check the order of its calls, with a
-``python3.11`` that logs its arguments instead of running them.
+The script really runs here, on a fake node: its ``python3.11`` is this machine's CPython (not
+the project's venv); only the node's ``aws``, ``sudo`` and ``dnf`` commands are replaced by
+small shims that log their calls (no EMR node is reachable), and ``aws s3 cp`` serves a small
+archive of stand-in modules, one per import the script checks. The real archive's contents
+are proven by the stand-in's steps (``tests/local_emr``), which run on it.
 """
 
 from __future__ import annotations
 
 import ast
-import os
+import io
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
+from fruits_pipeline import node_env
 from fruits_pipeline.config import EMR_BOOTSTRAP_SCRIPT, LOCK_FILE, PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / EMR_BOOTSTRAP_SCRIPT
@@ -31,14 +34,15 @@ DISTRIBUTIONS = {
 botocore with boto3)."""
 PROVIDED = {"pyspark", "py4j", "fruits_jobs"}
 """Imports that EMR (Spark) or the code bundle provide."""
+URI = "s3://lake/code/node-env/python-abc.tar.gz"
 
 
 def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def script_packages() -> set[str]:
-    (line,) = re.findall(r"^readonly PACKAGES=\((.*)\)$", SCRIPT.read_text(), re.MULTILINE)
+def script_imports() -> set[str]:
+    (line,) = re.findall(r"^readonly IMPORTS=\((.*)\)$", SCRIPT.read_text(), re.MULTILINE)
     return set(line.split())
 
 
@@ -60,35 +64,45 @@ def test_script_is_shellcheck_clean():
     assert result.returncode == 0, result.stdout
 
 
-def test_script_installs_every_third_party_module_the_jobs_import():
+def test_the_archive_holds_and_the_script_checks_every_module_the_jobs_import():
     imports = job_imports()
-    assert {"numpy", "pandas", "PIL", "keras", "boto3"} <= imports  # lazy imports included
-    needed = {DISTRIBUTIONS.get(name, name) for name in imports}
-    assert needed <= script_packages(), needed - script_packages()
+    assert {"numpy", "pandas", "PIL", "keras", "boto3", "h5py"} <= imports  # lazy ones too
+    assert {DISTRIBUTIONS.get(name, name) for name in imports} <= set(node_env.PACKAGES)
+    assert imports - {"botocore"} <= script_imports()
 
 
-def test_every_script_package_is_pinned_in_the_lock():
+def test_every_archive_package_is_pinned_in_the_lock():
     pins = {
         normalize(line.split("==")[0])
         for line in (PROJECT_ROOT / LOCK_FILE).read_text().splitlines()
         if "==" in line
     }
-    assert {normalize(p) for p in script_packages()} <= pins
+    assert {normalize(p) for p in node_env.PACKAGES} <= pins
 
 
-def node_with(tmp_path: Path, python_body: str) -> dict[str, object]:
+def stub_archive(path: Path, modules: set[str]) -> Path:
+    """A tar.gz of empty packages named ``modules``, laid out as the real archive."""
+    with tarfile.open(path, "w:gz") as archive:
+        for name in sorted(modules):
+            info = tarfile.TarInfo(f"{name}/__init__.py")
+            archive.addfile(info, io.BytesIO(b""))
+    return path
+
+
+def node_with(tmp_path: Path, archive: Path) -> dict[str, object]:
     """A fake EMR node: shims for ``aws s3 cp``, ``sudo`` and ``dnf`` that log their calls.
 
-    ``dnf install`` "installs" ``python3.11`` as a shell script running ``python_body``.
+    ``aws s3 cp URI -`` prints ``archive``; ``dnf install`` "installs" ``python3.11`` as a
+    script that logs its arguments and runs this machine's CPython.
     """
     shims, log = tmp_path / "bin", tmp_path / "calls.log"
     shims.mkdir()
     python = tmp_path / "usr-bin" / "python3.11"
     package = tmp_path / "python3.11.rpm"  # what dnf "installs"
-    package.write_text(f"#!/bin/sh\n{python_body}\n")
+    base = getattr(sys, "_base_executable", sys.executable)
+    package.write_text(f'#!/bin/sh\necho "python3.11 $*" >> {log}\nexec {base} "$@"\n')
     scripts = {
-        # aws s3 cp [--only-show-errors] s3://lake/<key> <dest>: serve the project's lock file.
-        "aws": f'echo "aws $*" >> {log}\ncp {PROJECT_ROOT / LOCK_FILE} "${{@: -1}}"',
+        "aws": f'echo "aws $*" >> {log}\ncat {archive}',
         "sudo": f'echo "sudo $1" >> {log}\nexec "$@"',
         "dnf": f'echo "dnf $*" >> {log}\nmkdir -p {python.parent}\n'
         f"cp {package} {python}\nchmod +x {python}",
@@ -97,23 +111,19 @@ def node_with(tmp_path: Path, python_body: str) -> dict[str, object]:
         shim = shims / name
         shim.write_text(f"#!/usr/bin/env bash\nset -eu\n{body}\n")
         shim.chmod(0o755)
-    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
-    env["FRUITS_BOOTSTRAP_PYTHON"] = str(python)
-    env["PIP_NO_INDEX"] = "1"  # nothing to download: the venv already satisfies the lock
-    return {"env": env, "log": log, "python": python}
+    env = {
+        "PATH": f"{shims}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FRUITS_BOOTSTRAP_PYTHON": str(python),
+        "FRUITS_NODE_ENV": str(tmp_path / "opt" / "fruits" / "env"),
+    }
+    return {"env": env, "log": log, "python": python, "home": Path(env["FRUITS_NODE_ENV"])}
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> dict[str, object]:
-    """A fake node whose ``python3.11`` logs each call (``python3.11 <args>``) and succeeds."""
-    return node_with(tmp_path, f'echo "python3.11 $*" >> {tmp_path / "calls.log"}')
-
-
-@pytest.fixture
-def real_node(tmp_path: Path) -> dict[str, object]:
-    """A fake node whose ``python3.11`` is this venv's Python: pip and the imports run."""
-    assert sys.prefix != sys.base_prefix, "run the tests from the project venv (make test)"
-    return node_with(tmp_path, f'exec {sys.executable} "$@"')
+    """A fake node whose archive holds every module the script checks."""
+    return node_with(tmp_path, stub_archive(tmp_path / "env.tar.gz", script_imports()))
 
 
 def run_script(node: dict[str, object], *args: str) -> subprocess.CompletedProcess[str]:
@@ -122,49 +132,54 @@ def run_script(node: dict[str, object], *args: str) -> subprocess.CompletedProce
         env=node["env"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
         check=False,
     )
 
 
-def test_script_installs_python_then_the_pinned_packages(real_node):
-    uri = "s3://lake/code/abc/bootstrap/constraints.txt"
-    result = run_script(real_node, uri)
+def test_script_installs_python_makes_the_env_and_unpacks_the_archive(node):
+    result = run_script(node, URI)
     assert result.returncode == 0, result.stderr
-    calls = real_node["log"].read_text().splitlines()
-    assert calls[:2] == ["sudo dnf", "dnf install -y -q python3.11 python3.11-pip"]
-    assert calls[2].startswith(f"aws s3 cp --only-show-errors {uri} ")
-    assert calls[3] == f"sudo {real_node['python']}"
-    assert "ready for" in result.stdout
+    calls = node["log"].read_text().splitlines()
+    assert calls[:2] == ["sudo dnf", "dnf install -y -q python3.11"]
+    assert calls[2:4] == [
+        f"sudo {node['python']}",
+        f"python3.11 -m venv --without-pip {node['home']}",
+    ]
+    assert f"aws s3 cp --only-show-errors {URI} -" in calls
+    assert not any("pip" in call.split()[:3] for call in calls if call.startswith("python3.11"))
+    env_python = node["home"] / "bin" / "python"
+    probe = subprocess.run(
+        [env_python, "-c", "import sys, tensorflow; print(tensorflow.__file__, sys.prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    module, prefix = probe.stdout.split()
+    assert module.startswith(str(node["home"])) and prefix == str(node["home"])
+    assert "import from" in result.stdout
 
 
 def test_second_run_keeps_the_installed_python(node):
-    assert run_script(node, "s3://lake/c.txt").returncode == 0
-    assert run_script(node, "s3://lake/c.txt").returncode == 0
+    assert run_script(node, URI).returncode == 0
+    assert run_script(node, URI).returncode == 0
     calls = node["log"].read_text().splitlines()
     assert sum(call.startswith("dnf") for call in calls) == 1
-    assert sum(call == f"sudo {node['python']}" for call in calls) == 2
-    pip = [call for call in calls if call.startswith("python3.11 -m pip install")]
-    assert len(pip) == 2 and all("--constraint" in call for call in pip), calls
+    assert sum(call.startswith("aws s3 cp") for call in calls) == 2
 
 
-def test_python_without_pip_gets_its_pip_package(node):
-    # On Amazon Linux 2023, python3.11-pip is a package of its own: an interpreter that is
-    # already there does not mean `python3.11 -m pip` works.
-    python = node["python"]
-    python.parent.mkdir(parents=True)
-    python.write_text(
-        '#!/bin/sh\n[ "$1 $2" = "-m pip" ] && { echo "No module named pip" >&2; exit 1; }\n'
-        f'echo "python3.11 $*" >> {node["log"]}\n'
+def test_an_archive_without_tensorflow_fails_the_bootstrap_naming_it(tmp_path):
+    archive = stub_archive(tmp_path / "env.tar.gz", script_imports() - {"keras", "tensorflow"})
+    result = run_script(node_with(tmp_path, archive), URI)
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (
+        "install_python_deps: the archive lacks keras (No module named 'keras'); "
+        "tensorflow (No module named 'tensorflow')"
     )
-    python.chmod(0o755)
-    result = run_script(node, "s3://lake/c.txt")
-    assert result.returncode == 0, result.stderr
-    calls = node["log"].read_text().splitlines()
-    assert "dnf install -y -q python3.11 python3.11-pip" in calls
 
 
-def test_script_without_constraints_uri_fails_with_usage(node):
+def test_script_without_archive_uri_fails_with_usage(node):
     result = run_script(node)
     assert result.returncode != 0
     assert "usage: install_python_deps.sh s3://" in result.stderr

@@ -62,7 +62,9 @@ def bootstrap(clients: dict[str, Any]) -> None:
 
 
 def pipeline_request(**settings: Any) -> dict[str, Any]:
-    return cluster.job_flow_overrides(Settings(bucket=BUCKET, **settings), "b1", CODE_URI)
+    return cluster.job_flow_overrides(
+        Settings(bucket=BUCKET, **settings), "b1", CODE_URI, f"s3://{BUCKET}/code/node-env/e.tar.gz"
+    )
 
 
 def check(account: dict[str, Any], request: dict[str, Any]) -> list[rules.Refusal]:

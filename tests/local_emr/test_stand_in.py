@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from fruits_pipeline import code_bundle, steps
+from fruits_pipeline import code_bundle, node_env, steps
 from fruits_pipeline.cluster import job_flow_overrides
-from fruits_pipeline.config import EMR_PYTHON, Settings
+from fruits_pipeline.config import EMR_PYTHON, LOCK_FILE, NODE_ENVS, PROJECT_ROOT, Settings
 from local_emr.runner import SparkEnv, StepRefusedError, last_error, local_command
 from local_emr.server import LocalEmr, UnsafeEnvironmentError
 from local_emr.staging import hadoop_confs, s3_uris
-from tests.conftest import spark_processes
+from tests.conftest import GROCERY, labels, sample_images, spark_processes
 from tests.local_emr.conftest import REGION, wait_for
 
 BUCKET = "fruits-stand-in-lake"
+SETTINGS = Settings(bucket=BUCKET, region=REGION)
+NODE_ENV = SETTINGS.node_env_uri(node_env.env_key((PROJECT_ROOT / LOCK_FILE).read_bytes()))
 SPARK = SparkEnv(Path("/opt/spark"), "/venv/bin/python", "local-cluster[2,1,2048]")
 
 
@@ -110,22 +112,23 @@ def test_the_jobs_one_line_error_is_found_in_spark_submits_output():
 
 
 @pytest.fixture(scope="module")
-def code(stand_in, lake) -> str:
-    """The code bundle (jobs, zip, bootstrap script) in the bucket, as upload_code puts it."""
-    settings = Settings(bucket=BUCKET, region=REGION)
+def code(stand_in, lake, node_env_archive) -> str:
+    """The code bundle (jobs, zip, bootstrap script) and the node environment in the bucket,
+    as upload_code puts them."""
     bundle = code_bundle.code_bundle()
-    uri = settings.code_uri(code_bundle.bundle_version(bundle))
+    uri = SETTINGS.code_uri(code_bundle.bundle_version(bundle))
     for key, data in bundle.items():
         lake.put_object(
             Bucket=BUCKET, Key=f"{uri.removeprefix(f's3://{BUCKET}/')}/{key}", Body=data
         )
+    lake.upload_file(str(node_env_archive), BUCKET, NODE_ENV.removeprefix(f"s3://{BUCKET}/"))
     return uri
 
 
 def start_cluster(stand_in, code: str, batch: str) -> str:
     """``RunJobFlow`` with the DAG's own request; the cluster id once it is WAITING."""
     emr = stand_in.client("emr")
-    request = job_flow_overrides(Settings(bucket=BUCKET, region=REGION), batch, code)
+    request = job_flow_overrides(SETTINGS, batch, code, NODE_ENV)
     cluster_id = emr.run_job_flow(**request)["JobFlowId"]
     state = wait_for(
         lambda: (
@@ -133,7 +136,7 @@ def start_cluster(stand_in, code: str, batch: str) -> str:
             not in ("STARTING", "BOOTSTRAPPING")
             and s
         ),
-        timeout=30,
+        timeout=120,
     )
     assert state["State"] == "WAITING", state
     return cluster_id
@@ -252,7 +255,7 @@ def test_steps_run_in_order_and_a_failure_follows_its_action(
 
 def test_a_request_emr_would_refuse_ends_the_cluster_with_its_validation_error(stand_in, code):
     emr = stand_in.client("emr")
-    request = job_flow_overrides(Settings(bucket=BUCKET, region=REGION), "refused", code)
+    request = job_flow_overrides(SETTINGS, "refused", code, NODE_ENV)
     request["ReleaseLabel"] = "emr-5.36.0"
     cluster_id = emr.run_job_flow(**request)["JobFlowId"]
     status = wait_for(
@@ -266,3 +269,42 @@ def test_a_request_emr_would_refuse_ends_the_cluster_with_its_validation_error(s
     assert status["State"] == "TERMINATED_WITH_ERRORS"
     assert status["StateChangeReason"]["Code"] == "VALIDATION_ERROR"
     assert "emr-5.36.0" in status["StateChangeReason"]["Message"]
+
+
+def test_the_steps_import_from_the_node_environment_only(stand_in, code, lake, weights_file):
+    """A node environment without TensorFlow: the cluster bootstraps (the stand-in unpacks,
+    as the nodes would), and the featurize step fails on its executors' import of
+    TensorFlow, which the project's venv has: their Python is the archive's, not the venv's."""
+    lean = node_env.ensure(
+        Path(NODE_ENVS).expanduser(),
+        PROJECT_ROOT / LOCK_FILE,
+        tuple(p for p in node_env.PACKAGES if p != "tensorflow-cpu"),
+    )
+    uri = SETTINGS.node_env_uri(lean.name.removesuffix(".tar.gz"))
+    lake.upload_file(str(lean), BUCKET, uri.removeprefix(f"s3://{BUCKET}/"))
+    for photo in sample_images(GROCERY, 2, labels(GROCERY, 1)):
+        lake.upload_file(str(photo), BUCKET, f"raw/images/{photo.parent.name}/{photo.name}")
+    emr = stand_in.client("emr")
+    cluster_id = emr.run_job_flow(**job_flow_overrides(SETTINGS, "no-tf", code, uri))["JobFlowId"]
+    weights = f"s3://{BUCKET}/code/weights/mobilenet.h5"
+    lake.upload_file(str(weights_file), BUCKET, weights.removeprefix(f"s3://{BUCKET}/"))
+    args = steps.featurize_args(SETTINGS.raw_images_uri, SETTINGS.output_uri, weights, "no-tf")
+    (step_id,) = emr.add_job_flow_steps(
+        JobFlowId=cluster_id,
+        Steps=[steps.emr_step(steps.FEATURIZE, steps.emr_target(code, EMR_PYTHON), args)],
+    )["StepIds"]
+    step = wait_for(
+        lambda: (
+            (s := emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"])["Status"][
+                "State"
+            ]
+            in ("FAILED", "COMPLETED")
+            and s
+        ),
+        timeout=300,
+    )
+    emr.terminate_job_flows(JobFlowIds=[cluster_id])
+    assert step["Status"]["State"] == "FAILED"
+    log = step["Status"]["FailureDetails"]["LogFile"]
+    body = lake.get_object(Bucket=BUCKET, Key=log.removeprefix(f"s3://{BUCKET}/"))["Body"]
+    assert "No module named 'tensorflow'" in gzip.decompress(body.read()).decode()

@@ -96,26 +96,30 @@ def test_settings_emr_would_refuse_are_refused_at_once(setting, value, message):
 
 def test_cluster_request_is_eu_bounded_and_tagged():
     settings = Settings(bucket="lake", use_spot=True, idle_timeout_s=900)
-    request = cluster.job_flow_overrides(settings, "2026-11-24", "s3://lake/code/abc")
+    env = "s3://lake/code/node-env/python-0123456789ab.tar.gz"
+    request = cluster.job_flow_overrides(settings, "2026-11-24", "s3://lake/code/abc", env)
     assert request["LogUri"] == "s3://lake/emr-logs/"
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": 900}
     groups = {g["InstanceRole"]: g for g in request["Instances"]["InstanceGroups"]}
     assert groups["MASTER"]["Market"] == "ON_DEMAND" and groups["CORE"]["Market"] == "SPOT"
     assert request["BootstrapActions"][0]["ScriptBootstrapAction"] == {
         "Path": "s3://lake/code/abc/bootstrap/install_python_deps.sh",
-        "Args": ["s3://lake/code/abc/bootstrap/constraints.txt"],
+        "Args": [env],
     }
     env = request["Configurations"][0]["Configurations"][0]["Properties"]
     assert env["PYSPARK_PYTHON"] == config.EMR_PYTHON
 
 
 def test_cluster_request_has_the_managed_policy_tag_and_room_for_the_bootstrap():
-    request = cluster.job_flow_overrides(Settings(bucket="lake"), "b1", "s3://lake/code/abc")
+    request = cluster.job_flow_overrides(
+        Settings(bucket="lake"), "b1", "s3://lake/code/abc", "s3://lake/code/node-env/e.tar.gz"
+    )
     # AmazonEMRServicePolicy_v2 creates instances, volumes and launch templates only for a
     # request tagged so (EMR Management Guide, "Tagging resources to use managed policies").
     tag = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
     assert tag in request["Tags"]
-    # EMR's default root volume is 15 GiB; TensorFlow and pip's temporary files need more.
+    # EMR's default root volume is 15 GiB; the node environment (1.9 GB unpacked, beside its
+    # download) needs more.
     assert request["EbsRootVolumeSize"] == Settings().root_volume_gib > 15
     # The instance profile must be named as its role (fruits_pipeline.aws_bootstrap.Names).
     assert request["JobFlowRole"] == "fruits-emr-ec2-role"

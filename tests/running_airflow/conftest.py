@@ -87,8 +87,10 @@ class Deployed:
 
 
 @pytest.fixture(scope="package")
-def deployed(weights_file: Path, stand_in: Any) -> Iterator[Deployed]:
-    """Started once for this folder's tests; every process and PostgreSQL stop after them."""
+def deployed(weights_file: Path, stand_in: Any, node_env_archive: Path) -> Iterator[Deployed]:
+    """Started once for this folder's tests; every process and PostgreSQL stop after them.
+
+    The node environment is built before (``fruits_emr``'s first ``upload_code`` sends it)."""
     # Not under pytest's tmp folder: it is private to root, and PostgreSQL runs as postgres.
     base = Path(tempfile.mkdtemp(prefix="fruits-deployed-"))
     base.chmod(0o755)
