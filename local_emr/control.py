@@ -31,7 +31,7 @@ from typing import Any
 from moto.emr.models import Cluster, Step
 
 from local_emr import rules
-from local_emr.nodes import ArchiveMissingError, NodeEnvs, archive_uri
+from local_emr.nodes import NodeBootstrapError, NodeEnvs, archive_uri
 from local_emr.runner import SparkEnv, StepOutcome, StepRun, remove
 from local_emr.staging import Stage
 
@@ -238,12 +238,12 @@ class ControlPlane:
         if uri and not refused:
             try:
                 tracked.python = self.nodes.python(s3, uri)
-            except ArchiveMissingError as err:
+            except NodeBootstrapError as err:
                 refused = [
                     rules.Refusal(
                         rules.BOOTSTRAP_FAILURE,
                         "On the master instance, bootstrap action 1 returned a non-zero return "
-                        f"code: the node environment archive cannot be downloaded: {err}",
+                        f"code: the node environment cannot be made: {err}",
                     )
                 ]
         if self._move(tracked, refused, "BOOTSTRAPPING", "WAITING"):

@@ -48,8 +48,8 @@ PURELIB = "import sysconfig; print(sysconfig.get_path('purelib'))"
 """Prints an interpreter's ``site-packages`` (as the bootstrap script asks the node's)."""
 
 
-class ArchiveMissingError(Exception):
-    """The archive the bootstrap action names is not in S3 (the node's download fails)."""
+class NodeBootstrapError(Exception):
+    """The node environment cannot be made: its archive is not in S3, or does not unpack."""
 
 
 class NodeEnvs:
@@ -67,13 +67,14 @@ class NodeEnvs:
     def python(self, s3: Any, uri: str) -> str:
         """The Python of the environment unpacked from ``uri``, unpacking it first if needed.
 
-        :raises ArchiveMissingError: when ``HeadObject`` finds no object at ``uri``.
+        :raises NodeBootstrapError: when ``HeadObject`` finds no object at ``uri``, or the
+            object is not a gzipped tar.
         """
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         try:
             etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
         except ClientError as err:
-            raise ArchiveMissingError(f"{uri}: {err.response['Error']['Code']}") from err
+            raise NodeBootstrapError(f"{uri}: {err.response['Error']['Code']}") from err
         digest = hashlib.sha256(etag.encode()).hexdigest()[:12]
         env = self.folder / f"{Path(key).name.removesuffix('.tar.gz')}-{digest}"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -97,8 +98,11 @@ class NodeEnvs:
                 text=True,
             ).stdout.strip()
             body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-            with tarfile.open(fileobj=body, mode="r|gz") as archive:
-                archive.extractall(site, filter="data")
+            try:
+                with tarfile.open(fileobj=body, mode="r|gz") as archive:
+                    archive.extractall(site, filter="data")
+            except (tarfile.TarError, EOFError, OSError) as err:
+                raise NodeBootstrapError(f"s3://{bucket}/{key}: {err}") from err
             building.rename(env)
             log.info("node environment s3://%s/%s unpacked into %s", bucket, key, env)
         finally:

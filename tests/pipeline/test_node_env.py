@@ -8,6 +8,10 @@ moto (``mock_aws``) stands in for S3 here.
 from __future__ import annotations
 
 import doctest
+import io
+import subprocess
+import tarfile
+from pathlib import Path
 
 import boto3
 import pytest
@@ -84,3 +88,33 @@ def test_upload_code_sends_the_archive_once_per_lock_file(tmp_path, monkeypatch)
         assert body == b"archive bytes"
         (tmp_path / f"{key}.tar.gz").unlink()  # a second run needs neither the file nor a build
         assert upload_node_env(settings, s3) == uri
+
+
+def test_the_stand_in_makes_a_node_environment_once_and_refuses_a_bad_archive(tmp_path):
+    """What the stand-in's nodes do with the archive (``local_emr.nodes``), on moto's S3."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("fruitprobe/__init__.py"), io.BytesIO(b""))
+    envs = nodes.NodeEnvs(tmp_path / "unpacked")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.put_object(Bucket="lake", Key="env/good.tar.gz", Body=archive.getvalue())
+        s3.put_object(Bucket="lake", Key="env/bad.tar.gz", Body=b"not a tar")
+        python = envs.python(s3, "s3://lake/env/good.tar.gz")
+        assert envs.python(s3, "s3://lake/env/good.tar.gz") == python  # unpacked once
+        with pytest.raises(nodes.NodeBootstrapError, match=r"s3://lake/env/bad\.tar\.gz: "):
+            envs.python(s3, "s3://lake/env/bad.tar.gz")
+        with pytest.raises(nodes.NodeBootstrapError, match=r"s3://lake/env/gone\.tar\.gz: 404"):
+            envs.python(s3, "s3://lake/env/gone.tar.gz")
+    probe = subprocess.run(
+        [python, "-c", "import fruitprobe, sys; print(sys.prefix, 'boto3' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.split() == [str(Path(python).parents[1]), "False"]
+    assert sorted(p.name for p in (tmp_path / "unpacked").iterdir()) == [
+        ".lock",
+        Path(python).parents[1].name,
+    ]
