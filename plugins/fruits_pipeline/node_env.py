@@ -69,13 +69,17 @@ class Target:
     platforms: tuple[str, ...] = PLATFORMS
 
     @property
+    def abi(self) -> str:
+        """The interpreter's ABI tag (``cp311``)."""
+        return f"cp{self.python[0]}{self.python[1]}"
+
+    @property
     def tags(self) -> frozenset[Tag]:
         """Every wheel tag an interpreter of this target installs."""
-        abi = f"cp{self.python[0]}{self.python[1]}"
         return frozenset(
             (
-                *cpython_tags(self.python, [abi, "abi3", "none"], self.platforms),
-                *compatible_tags(self.python, abi, self.platforms),
+                *cpython_tags(self.python, [self.abi, "abi3", "none"], self.platforms),
+                *compatible_tags(self.python, self.abi, self.platforms),
             )
         )
 
@@ -83,7 +87,7 @@ class Target:
         """Pip's options that pick this target's wheels, and only wheels."""
         options = ["--only-binary=:all:", "--implementation", "cp"]
         options += ["--python-version", ".".join(map(str, self.python))]
-        options += ["--abi", f"cp{self.python[0]}{self.python[1]}"]
+        options += ["--abi", self.abi]
         for platform in self.platforms:
             options += ["--platform", platform]
         return options
