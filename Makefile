@@ -15,7 +15,7 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-startup bench-sync bench-report bench-bootstrap node-env lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
+.PHONY: setup demo test bench bench-startup bench-whole bench-sync bench-report bench-bootstrap node-env lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ test: setup $(MARP)
 bench: setup
 	$(BIN)/python benchmarks/bench_featurize.py
 	$(BIN)/python benchmarks/bench_pca.py
+
+# The featurize job as a whole process against one plain TensorFlow process, at 1,260 and 5,040
+# photos (idle machine, about 12 minutes).
+bench-whole: setup
+	$(BIN)/python benchmarks/bench_featurize.py whole --count 1260 5040
 
 # A small batch's fixed costs, phase by phase, without and with the JVM class archives.
 bench-startup: setup

@@ -17,7 +17,7 @@ What happens, in order (:meth:`StepRun.run`):
    (``stdout.gz``, ``stderr.gz``, and ``controller.gz`` with the command and exit code);
    each executor's ``stdout`` and ``stderr`` to ``<LogUri><cluster>/containers/<app>/<id>/``
    (EMR's folders for YARN containers; here Spark standalone's application and executor ids).
-   Its JVMs start with :data:`QUICK_JVM` and map the job's class archive, which the driver
+   Its JVMs start with :data:`STAND_IN_JVM` and map the job's class archive, which the driver
    dumps the first time (:class:`~fruits_pipeline.class_archive.ClassArchive`).
 4. What the step changed in the staged buckets is written back to S3.
 """
@@ -42,6 +42,7 @@ from typing import Any
 
 from fruits_pipeline.class_archive import ClassArchive
 from fruits_pipeline.config import CLASS_ARCHIVES
+from fruits_pipeline.steps import QUICK_JVM
 from local_emr.staging import Stage, hadoop_confs, s3_uris
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,10 @@ class StepRefusedError(Exception):
     """The step is not something the stand-in runs (not ``command-runner.jar spark-submit``)."""
 
 
-QUICK_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-"""JVM options of the stand-in's drivers and executors: the C1 compiler only and the serial
-collector, for JVMs that live seconds on a small machine (a featurize step on 2 cores: 26 s
-and 29 CPU-s instead of 37 s and 53 CPU-s)."""
+STAND_IN_JVM = f"{QUICK_JVM} -XX:+UseSerialGC"
+"""JVM options of the stand-in's drivers and executors: the local jobs' C1 compiler only, and
+the serial collector, for JVMs that live seconds on a small machine (a featurize step on 2
+cores: 26 s and 29 CPU-s instead of 37 s and 53 CPU-s)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class SparkEnv:
     spark_home: Path
     python: str
     master: str = "local-cluster[2,1,2048]"
-    java_options: str = QUICK_JVM
+    java_options: str = STAND_IN_JVM
     class_archives: str = CLASS_ARCHIVES
 
     @property

@@ -166,9 +166,10 @@ broadcast = spark.sparkContext.broadcast(arrays)
 # ## 4. The featurize UDF on a few rows
 #
 # `featurize.featurize_udf(spec, broadcast)` is an **iterator pandas UDF**: Spark feeds it
-# Arrow batches of image bytes; it decodes each image, runs `predict_on_batch` on the good ones
-# and returns, per row, either 1280 features or a reason. Here on three real photos plus the
-# half photo from above, through `featurize.featured` (the job's own projection).
+# Arrow batches of image bytes; it decodes each image, runs the net (traced once for any batch
+# size) on the good ones and returns, per row, either 1280 features or a reason. Here on three
+# real photos plus the half photo from above, through `featurize.featured` (the job's own
+# projection).
 
 # %%
 udf = featurize.featurize_udf(spec, broadcast)

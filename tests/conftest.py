@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from fruits_pipeline.config import LOCK_FILE, NODE_ENVS, SAMPLE_IMAGES
-from local_emr.runner import QUICK_JVM
+from local_emr.runner import STAND_IN_JVM
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FRUITS_SHARED", ROOT.parent / "shared"))
@@ -62,7 +62,7 @@ FRUITS360 = SHARED_FRUITS360 if HAS_SHARED_PHOTOS else SAMPLE_IMAGES
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Every Spark JVM the tests start (in-process, spark-submit, Airflow's tasks) lives seconds on
 # little data: C1 only and the serial collector halve its CPU. The jobs run the same.
-os.environ.setdefault("SPARK_SUBMIT_OPTS", QUICK_JVM)
+os.environ.setdefault("SPARK_SUBMIT_OPTS", STAND_IN_JVM)
 # Airflow reads its configuration on first import: point it at a throwaway home and our folders.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="fruits-airflow-")
 atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)

@@ -140,7 +140,7 @@ def cluster_request(run: dict, code: dict, settings: Settings) -> dict:
 
 @task
 def emr_steps(job: str, run: dict, code: dict, work: dict, settings: Settings) -> list[dict]:
-    """The one EMR step of ``job`` for this run and its ``work`` (its lake digest)."""
+    """The one EMR step of ``job`` for this run and its ``work`` (lake digest, new photos seen)."""
     target = steps.emr_target(code["code_uri"], EMR_PYTHON)
     args = steps.job_args(
         job, run, settings.raw_images_uri, settings.output_uri, code["weights"], work

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from fruits_pipeline.class_archive import ClassArchive
 from fruits_pipeline.config import Settings
 from fruits_pipeline.runs import current_run
-from fruits_pipeline.steps import job_args, local_target
+from fruits_pipeline.steps import job_args, local_java_options, local_target
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,15 @@ def spark_submit_local(job: str, run: dict, work: dict, settings: Settings) -> N
     Spark's INFO entries are left out (:class:`SparkInfoFilter`): the log holds the job's own
     lines, warnings and errors.
 
-    ``work`` is :func:`~fruits_pipeline.tasks.plan_work`'s decision (the lake's digest).
+    ``work`` is :func:`~fruits_pipeline.tasks.plan_work`'s decision (the lake's digest, and
+    whether it saw new photos: featurize then starts TensorFlow at once).
 
     The driver JVM maps the job's class archive, or dumps it on the first run
     (:class:`~fruits_pipeline.class_archive.ClassArchive`).
     """
     archive = ClassArchive.for_job(settings.class_archives, job)
-    command = local_target(archive.java_option() if archive else "").command(
+    java = local_java_options(job, archive.java_option() if archive else "")
+    command = local_target(java).command(
         job,
         job_args(job, run, settings.local_lake, settings.local_output, settings.weights, work),
     )

@@ -2,25 +2,29 @@
 
 What happens, in order:
 
-1. The driver resolves the weights (``imagenet``, a path or ``s3://``) and reads and checks
+1. A small first Spark job has each task slot's Python worker import TensorFlow and build and
+   trace the bare net (:func:`fruits_jobs.model.prepare`), in the background, as soon as the
+   job knows it has work: at once when the caller says so (``--expect-new``: the DAG's plan
+   saw new images) or when every image is to be featurized (no ``--skip-existing``),
+   otherwise after step 3's listing.
+2. The driver resolves the weights (``imagenet``, a path or ``s3://``) and reads and checks
    the arrays once (h5py: no TensorFlow in the driver).
-2. Spark lists the images with the ``binaryFile`` source (``.jpg/.jpeg/.png``, any case,
+3. Spark lists the images with the ``binaryFile`` source (``.jpg/.jpeg/.png``, any case,
    recursively); the label is the image's parent folder. With ``--skip-existing``, images whose
    path, size and modification time already stand in an earlier committed batch are left
    out; when that leaves none, the batch is committed empty there and then, before any
-   Python worker starts TensorFlow (:func:`count_new`). Otherwise the driver broadcasts the
-   arrays (about 9 MB for alpha 1.0) while a small first job has each task slot's Python
-   worker import TensorFlow and build the bare net (:func:`fruits_jobs.model.prepare`).
-   Files go to read tasks by their bytes (:func:`read_tasks_by_bytes`).
-3. A pandas **iterator** UDF decodes, resizes and featurizes each Arrow batch of
+   Python worker starts TensorFlow unless step 1 started already (:func:`count_new`).
+   Otherwise the driver broadcasts the arrays (about 9 MB for alpha 1.0). Files go to read
+   tasks by their bytes (:func:`read_tasks_by_bytes`).
+4. A pandas **iterator** UDF decodes, resizes and featurizes each Arrow batch of
    ``--batch-size`` images. The first batch a Python worker sees builds MobileNetV2 from the
    broadcast arrays; every later batch, partition and task of that worker reuses it
    (:func:`fruits_jobs.model.cached_model`; Spark reuses Python workers between tasks).
    Every ``PROGRESS_S`` seconds the driver logs the images done, the rate and the ETA
    (:class:`Progress`).
-4. Rows whose bytes are not a usable image carry a ``reason`` instead of features: they are
+5. Rows whose bytes are not a usable image carry a ``reason`` instead of features: they are
    written to ``quarantine/``, the others to ``features/``, and the report accounts for all.
-5. The report is written last, in one step: it is the batch's commit record. It names the
+6. The report is written last, in one step: it is the batch's commit record. It names the
    earlier batches the run relied on (``relies_on``) and the lake listing's digest the DAG
    gave (``--lake``): the DAG's nothing-new decision compares the next listing with it
    (:func:`fruits_jobs.contract.plan_work`). The job first deletes the batch's earlier
@@ -56,7 +60,7 @@ import pandas as pd
 from py4j.protocol import Py4JError
 from pyspark import InheritableThread, StorageLevel, TaskContext
 from pyspark.errors import AnalysisException, PySparkException
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
 from pyspark.sql.functions import pandas_udf
 
@@ -114,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-id", type=batch_id, default="manual", help="batch name")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per predict")
     parser.add_argument(
+        "--expect-new",
+        action="store_true",
+        help="the caller saw images no committed batch holds (the DAG's plan): the workers "
+        "start TensorFlow with the session instead of after the listing",
+    )
+    parser.add_argument(
         "--lake",
         help="the lake listing's digest, as the DAG measured it (recorded in the report)",
     )
@@ -151,14 +161,14 @@ def featurize_batches(
             except QuarantineError as err:
                 reasons[i] = str(err)
         if good:
-            model = cached_model(spec, weights, threads=task_cpus())
-            batch = model.predict_on_batch(np.stack(pixels))
+            net = cached_model(spec, weights, threads=task_cpus())
+            batch = net.features(np.stack(pixels))
             if batch.shape != (len(good), contract.FEATURE_DIM):
                 raise ValueError(
                     f"MobileNetV2 returned shape {batch.shape}, "
                     f"expected {(len(good), contract.FEATURE_DIM)}"
                 )
-            for i, row in zip(good, np.asarray(batch, dtype=np.float32), strict=True):
+            for i, row in zip(good, batch, strict=True):
                 features[i] = row
         yield pd.DataFrame({contract.FEATURES_COL: features, contract.REASON: reasons})
 
@@ -321,30 +331,30 @@ def write_results(
 ) -> tuple[int, int]:
     """Write ``result`` (images with ``features`` or a ``reason``) to the batch's data sets.
 
-    With ``mode="append"``, only the data sets that get rows are written.
+    One pass of the UDF: the features' write computes it, caches every row and counts both
+    kinds on the way (an :class:`~pyspark.sql.Observation`); the quarantine's write reads the
+    cache. With ``mode="append"``, the quarantine is written only when it gets rows.
 
     :returns: how many images were featurized and how many quarantined.
     """
     ok = F.col(contract.REASON).isNull()
+    counts = Observation("featurize-counts")
     result.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = dict(result.groupBy(ok.alias("ok")).count().collect())  # fills the cache
-        if mode == "overwrite" or counts.get(True):
-            # Dictionary encoding never pays on float embeddings: off, the job gains 4%.
-            result.where(ok).select(
-                contract.PATH,
-                contract.LABEL,
-                contract.LENGTH,
-                contract.MTIME,
-                contract.FEATURES_COL,
-            ).write.mode(mode).option("parquet.enable.dictionary", "false").parquet(
-                contract.batch_uri(output, contract.FEATURES, batch)
-            )
-        if mode == "overwrite" or counts.get(False):
+        # Dictionary encoding never pays on float embeddings: off, the job gains 4%.
+        result.observe(
+            counts, F.count_if(ok).alias("featurized"), F.count_if(~ok).alias("quarantined")
+        ).where(ok).select(
+            contract.PATH, contract.LABEL, contract.LENGTH, contract.MTIME, contract.FEATURES_COL
+        ).write.mode(mode).option("parquet.enable.dictionary", "false").parquet(
+            contract.batch_uri(output, contract.FEATURES, batch)
+        )
+        featurized, quarantined = counts.get["featurized"], counts.get["quarantined"]
+        if mode == "overwrite" or quarantined:
             result.where(~ok).select(
                 contract.PATH, contract.LENGTH, contract.MTIME, contract.REASON
             ).write.mode(mode).parquet(contract.batch_uri(output, contract.QUARANTINE, batch))
-        return counts.get(True, 0), counts.get(False, 0)
+        return featurized, quarantined
     finally:
         result.unpersist()
 
@@ -466,7 +476,7 @@ class Progress:
     def tasks(self) -> tuple[int, int]:
         """Tasks done and in all in the UDF's stage: the first stage of this batch's first job.
 
-        That job fills the cache that the writes then read (see :func:`write_results`).
+        That job, the features' write, runs the UDF (see :func:`write_results`).
         """
         tracker = self.spark.sparkContext.statusTracker()
         jobs = set(tracker.getJobIdsForGroup(FEATURIZE_GROUP)) - self.earlier
@@ -518,24 +528,30 @@ def featurize_images(
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     """Featurize ``args.images`` into batch ``args.batch_id`` of ``args.output``; the report.
 
-    The weights are read and checked first (h5py, no TensorFlow). When earlier batches hold
-    every image, the batch is then committed empty, before any Python worker starts
-    TensorFlow.
+    The Python workers start TensorFlow (:func:`prepare_workers`) as soon as the job knows
+    there is work: at once with ``--expect-new`` or without ``--skip-existing`` (every image
+    listed is then new), in parallel with the weights and the listing; otherwise once the
+    listing shows new images. The weights are read and checked with h5py, no TensorFlow. When
+    earlier batches hold every image, the batch is committed empty, before any TensorFlow
+    import unless the caller expected new images (a started preparation is then cancelled).
     """
     clock = Stopwatch()
-    weights_path = resolve_weights(args.weights, args.alpha, args.image_size)
-    spec = ModelSpec(args.alpha, args.image_size, sha256_of(weights_path))
-    arrays = driver_weights(spec, weights_path)
-    clock.lap("weights")
-    inputs = find_inputs(spark, args)
-    clock.lap("listing")
-    new = count_new(spark, inputs)
-    if not new:
-        log.info("nothing new: earlier batches hold the %d images listed", len(inputs.listed))
-        return commit_batch(spark, args, inputs, spec, (0, 0), clock)
-    log.info("%d of the %d images listed are new", new, len(inputs.listed))
-    preparing = prepare_workers(spark, spec)
+    early = args.expect_new or not args.skip_existing
+    preparing = prepare_workers(spark, ModelSpec(args.alpha, args.image_size)) if early else None
     try:
+        weights_path = resolve_weights(args.weights, args.alpha, args.image_size)
+        spec = ModelSpec(args.alpha, args.image_size, sha256_of(weights_path))
+        arrays = driver_weights(spec, weights_path)
+        clock.lap("weights")
+        inputs = find_inputs(spark, args)
+        clock.lap("listing")
+        new = count_new(spark, inputs)
+        if not new:
+            log.info("nothing new: earlier batches hold the %d images listed", len(inputs.listed))
+            spark.sparkContext.cancelJobGroup(PREPARE_GROUP)
+            return commit_batch(spark, args, inputs, spec, (0, 0), clock)
+        log.info("%d of the %d images listed are new", new, len(inputs.listed))
+        preparing = preparing or prepare_workers(spark, spec)
         with Progress(spark, new):
             counts = featurize_broadcast(spark, args, inputs, spec, arrays)
         return commit_batch(spark, args, inputs, spec, counts, clock)
@@ -543,7 +559,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         spark.sparkContext.cancelJobGroup(PREPARE_GROUP)
         raise
     finally:
-        preparing.join()
+        if preparing is not None:
+            preparing.join()
 
 
 def quarantine_sample(spark: SparkSession, output: str, batch: str) -> list[dict[str, str]]:

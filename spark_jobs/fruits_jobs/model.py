@@ -242,7 +242,7 @@ def _read_with_keras(
 
 
 _ARRAYS: dict[ModelSpec, list[np.ndarray]] = {}
-_MODELS: dict[ModelSpec, Any] = {}
+_MODELS: dict[ModelSpec, Net] = {}
 
 
 def driver_weights(spec: ModelSpec, path: Path) -> list[np.ndarray]:
@@ -257,28 +257,58 @@ def driver_weights(spec: ModelSpec, path: Path) -> list[np.ndarray]:
     return _ARRAYS[spec]
 
 
-_BARE: dict[tuple[float, int], Any] = {}
+_BARE: dict[tuple[float, int], Net] = {}
+
+
+@dataclass(frozen=True)
+class Net:
+    """A MobileNetV2 and its inference function, traced once for any batch size.
+
+    Keras' ``predict_on_batch`` traces its function for the first batch's shape, then again,
+    shape-free, for the second: 0.6 s each on one core. One input signature with no batch size
+    makes it a single trace; the graph and the features are the same.
+    """
+
+    model: keras.Model
+    infer: Callable[[Any], Any]
+
+    @classmethod
+    def build(cls, alpha: float, image_size: int) -> Net:
+        """Build the headless net (no weights) and its not yet traced inference function."""
+        import tensorflow as tf
+
+        model = build_model(alpha, image_size)
+
+        @tf.autograph.experimental.do_not_convert  # plain Python: nothing to convert
+        def infer(images: tf.Tensor) -> tf.Tensor:
+            return model(images, training=False)
+
+        signature = [tf.TensorSpec([None, image_size, image_size, 3], tf.float32)]
+        return cls(model, tf.function(infer, input_signature=signature))
+
+    def features(self, pixels: np.ndarray) -> np.ndarray:
+        """The 1280 features of each image of ``pixels`` (``n x side x side x 3`` float32)."""
+        return np.asarray(self.infer(pixels), dtype=np.float32)
 
 
 def prepare(spec: ModelSpec, threads: int | None = None) -> None:
     """Import TensorFlow, build and trace a net without weights for ``spec``'s shape.
 
-    What a Python worker would otherwise do on its first batch (about 5 s of one core), done
+    What a Python worker would otherwise do on its first batch (about 4 s of one core), done
     before the data arrives; :func:`cached_model` then only sets the weights. No-op where the
-    process has a net for ``spec`` already.
+    process has a net of that shape already (``spec``'s weights do not matter).
 
     :param threads: as in :func:`cached_model`.
     """
     shape = (spec.alpha, spec.image_size)
-    if spec in _MODELS or shape in _BARE:
+    if shape in _BARE or any((s.alpha, s.image_size) == shape for s in _MODELS):
         return
-    model = _build(spec, threads)
-    for rows in (1, 2):  # two batch sizes: Keras then traces once for any batch size
-        model.predict_on_batch(np.zeros((rows, spec.image_size, spec.image_size, 3), np.float32))
-    _BARE[shape] = model
+    net = _build(spec, threads)
+    net.features(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32))  # the trace
+    _BARE[shape] = net
 
 
-def cached_model(spec: ModelSpec, weights: Any, threads: int | None = None) -> keras.Model:
+def cached_model(spec: ModelSpec, weights: Any, threads: int | None = None) -> Net:
     """The worker's MobileNetV2 for ``spec``, given the broadcast ``weights`` on first use.
 
     Takes the net :func:`prepare` built in this process, or builds one.
@@ -288,21 +318,21 @@ def cached_model(spec: ModelSpec, weights: Any, threads: int | None = None) -> k
     :param threads: CPU threads TensorFlow may use in this process (the task's cores), set
         before the first net is built; ``None`` keeps TensorFlow's default (every core).
     """
-    model = _MODELS.get(spec)
-    if model is None:
-        model = _BARE.pop((spec.alpha, spec.image_size), None)
-        if model is None:
-            model = _build(spec, threads)
-        model.set_weights(getattr(weights, "value", weights))
-        _MODELS[spec] = model
+    net = _MODELS.get(spec)
+    if net is None:
+        net = _BARE.pop((spec.alpha, spec.image_size), None)
+        if net is None:
+            net = _build(spec, threads)
+        net.model.set_weights(getattr(weights, "value", weights))
+        _MODELS[spec] = net
         log.info("MobileNetV2 %s ready in worker pid %d", spec, os.getpid())
-    return model
+    return net
 
 
-def _build(spec: ModelSpec, threads: int | None) -> keras.Model:
+def _build(spec: ModelSpec, threads: int | None) -> Net:
     if threads is not None and not (_MODELS or _BARE):
         limit_threads(threads)
-    return build_model(spec.alpha, spec.image_size)
+    return Net.build(spec.alpha, spec.image_size)
 
 
 def limit_threads(threads: int) -> None:

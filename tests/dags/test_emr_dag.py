@@ -163,6 +163,7 @@ def test_success_sends_the_expected_cluster_and_steps_and_terminates(
     assert featurize[featurize.index("--batch-id") + 1] == "2026-11-20"
     assert "--skip-existing" in featurize
     assert featurize[featurize.index("--lake") + 1].startswith("1-")  # plan_work's digest
+    assert "--expect-new" in featurize  # the plan saw a new photo: TensorFlow starts at once
     assert pca[pca.index("--features") + 1] == f"s3://{BUCKET}/outputs/features"
     assert pca[pca.index("--variance") + 1] == "0.9"
     listed = emr_world["s3"].list_objects_v2(Bucket=BUCKET, Prefix="raw/images/")["Contents"]

@@ -140,6 +140,7 @@ def prepared(spark) -> int:
 
 
 def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path):
+    planned = ("--skip-existing", "--expect-new")  # as the DAG runs it: its plan saw new photos
     images = tmp_path / "lake"
     first, second, third = labels(GROCERY, 3)
     copy_images(sample_images(GROCERY, 2, [first, second]), images)
@@ -155,11 +156,17 @@ def test_skip_existing_featurizes_only_new_images(spark, weights_file, tmp_path)
     # Nothing new: committed at once, no worker prepared (no TensorFlow started for it).
     assert prepared(spark) == before_day2
     assert day2[contract.R_RELIES_ON] == ["day1"] and contract.R_LAKE not in day2
+    # The DAG's plan saw new photos, the job's listing none (the lake changed back): the
+    # preparation started with the session is stopped, and the batch committed empty.
+    assert featurize(images, tmp_path / "out", weights_file, "day2b", *planned) == 0
+    assert read_report(tmp_path / "out", "day2b")["input"] == 0
+    assert prepared(spark) == before_day2 + 1
     copy_images(sample_images(GROCERY, 1, [third]), images)
-    assert featurize(images, tmp_path / "out", weights_file, "day3", "--skip-existing") == 0
+    assert featurize(images, tmp_path / "out", weights_file, "day3", *planned) == 0
     day3 = read_report(tmp_path / "out", "day3")
     assert (day3["discovered"], day3["skipped_existing"], day3["featurized"]) == (6, 5, 1)
-    assert day3[contract.R_RELIES_ON] == ["day1", "day2"] and prepared(spark) > before_day2
+    assert day3[contract.R_RELIES_ON] == ["day1", "day2", "day2b"]
+    assert prepared(spark) == before_day2 + 2
     features = spark.read.schema(contract.FEATURES_SCHEMA).parquet(str(tmp_path / "out/features"))
     assert features.count() == features.select("path").distinct().count() == 5
     assert featurize(images, tmp_path / "out", weights_file, "day4", "--full-recompute") == 0
