@@ -36,7 +36,8 @@ def run_job(
     the Python driver's stderr into its stdout, and an EMR step's error is looked for in
     ``stderr.gz`` (the driver container's, in cluster mode).
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")  # warnings up
+    logging.getLogger("fruits_jobs").setLevel(logging.INFO)  # py4j's INFO lines stay out
     args = parser.parse_args(argv)
     spark = session(f"fruits-{name}")
     try:

@@ -111,7 +111,11 @@ def test_first_batch_runs_for_real_and_matches_the_local_jobs(
         stderr = gzip.decompress(read(lake, folder + "stderr.gz"))
         assert b"spark" in stderr.lower()
         assert CDS_REFUSED not in stderr  # the driver mapped its class archive, or dumped it
-        assert b"fruits_jobs" in gzip.decompress(read(lake, folder + "stdout.gz"))
+        stdout = gzip.decompress(read(lake, folder + "stdout.gz")).decode()
+        assert " INFO fruits_jobs." in stdout  # the job's own lines; no other INFO entry
+        assert not [
+            line for line in stdout.splitlines() if " INFO " in line and "fruits_jobs." not in line
+        ]
     log_bucket, _, log_prefix = cluster["LogUri"].removeprefix("s3://").partition("/")
     containers = f"{log_prefix}{cluster['Id']}/containers/"
     listed = lake.list_objects_v2(Bucket=log_bucket, Prefix=containers)["Contents"]

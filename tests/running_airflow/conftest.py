@@ -8,27 +8,36 @@ session's local EMR stand-in (its connection and bucket are in the stack's envir
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, Frame, Page, expect, sync_playwright
 
 from fruits_jobs import contract
 from fruits_pipeline.config import SAMPLE_IMAGES
 from local_emr.server import connection_uri
 from scripts.airflow_stack import AirflowStack, free_port
-from tests.conftest import REGION
+from tests.conftest import REGION, ROOT
 
 FINISHED = {"success", "failed"}
 EMR_BUCKET = "fruits-deployed-lake"
 """The bucket of ``fruits_emr`` runs on the deployed stack (``test_rest_emr_faults.BUCKET``)."""
 DAG = "fruits_local"
 CLASSES = sorted(p.name for p in (SAMPLE_IMAGES / "Training").iterdir())
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium: Playwright cannot download its own browser here."""
+SCREENSHOTS = ROOT / "out" / "test-screenshots"
+"""Where a failing step's screenshot goes (``out/`` is git-ignored)."""
+UI_S = 30_000
+"""Milliseconds the UI gets to show a page or a change."""
 
 
 class Deployed:
@@ -148,3 +157,61 @@ def scheduled(deployed) -> tuple[dict, str, int]:
             return deployed.wait(DAG, runs[0]["dag_run_id"]), day, images
         time.sleep(2)
     raise AssertionError("the scheduler created no run after the DAG was unpaused")
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """One Chromium for the tests of this folder."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+@contextmanager
+def signed_in(browser: Browser, stack: AirflowStack) -> Iterator[Page]:
+    """A page of a new browser context, logged in to ``stack`` through its login page."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    user, password = stack.login
+    try:
+        with kept_on_failure(page, "login"):
+            page.goto(f"{stack.url}/auth/login")
+            page.get_by_role("textbox", name=re.compile("username", re.I)).fill(user)
+            page.get_by_label(re.compile("password", re.I)).fill(password)
+            page.get_by_role("button", name=re.compile("sign in|log in|submit", re.I)).click()
+            page.wait_for_url(lambda url: "/login" not in url, timeout=UI_S)
+        yield page
+    finally:
+        context.close()
+
+
+@contextmanager
+def kept_on_failure(page: Page, step: str) -> Iterator[None]:
+    """On any failure inside, save a screenshot and name it in the failure message."""
+    try:
+        yield
+    except Exception as err:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shot = SCREENSHOTS / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        raise AssertionError(f"{step}: {err}\nscreenshot: {shot}") from err
+
+
+def report_frame(page: Page, url: str, dag_id: str, run_id: str) -> Frame:
+    """The run's page, then its "Batch report" tab: the frame that holds the report."""
+    page.goto(f"{url}/dags/{dag_id}/runs/{run_id}")
+    page.get_by_role("tab", name="Batch report").or_(page.get_by_text("Batch report")).first.click()
+    frame = page.frame_locator("iframe").first
+    expect(frame.locator("h1")).to_contain_text(run_id, timeout=UI_S)
+    return next(f for f in page.frames if "/fruits/report/" in f.url)
+
+
+def row(frame: Frame, label: str) -> str:
+    """The text of the report's table cell labelled ``label``."""
+    return frame.locator(f"tr:has(th:text-is('{label}')) td").inner_text()
+
+
+def plot_widths(frame: Frame) -> list[int]:
+    """The natural width of each image of the report (0: not loaded)."""
+    return frame.locator("img").evaluate_all("images => images.map(i => i.naturalWidth)")

@@ -1,7 +1,8 @@
 """``fruits_emr`` on Airflow as deployed (PostgreSQL, api-server, scheduler, dag-processor,
 triggerer; the step sensors deferred to the triggerer), triggered over REST, against the
 local EMR stand-in: the scheduler and the triggerer are killed while the featurize sensor is
-deferred, then restarted, and the run still completes with its cluster terminated. Then a
+deferred, then restarted, and the run still completes with its cluster terminated, which its
+"Batch report" tab shows in the browser. Then a
 second run loses its whole Airflow for good just after launching its cluster: the cluster's
 idle timeout ends it.
 """
@@ -12,14 +13,21 @@ import importlib.util
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
 from scripts.airflow_stack import AirflowStack
 from tests.conftest import GROCERY, copy_images, sample_images
 from tests.local_emr.conftest import LABELS, add_images, ended, wait_for
-from tests.running_airflow.conftest import EMR_BUCKET, Deployed
+from tests.running_airflow.conftest import (
+    EMR_BUCKET,
+    Deployed,
+    kept_on_failure,
+    plot_widths,
+    report_frame,
+    row,
+    signed_in,
+)
 
 pytestmark = pytest.mark.timeout(2400)
 
@@ -57,7 +65,7 @@ def task_state(stack: AirflowStack, run_id: str, task_id: str) -> str | None:
     strict=True,
 )
 def test_scheduler_and_triggerer_killed_while_featurize_waits_the_run_still_completes(
-    stack, stand_in, images
+    stack, stand_in, images, browser
 ):
     # Today's logical date: unpausing then creates no second, scheduled run of the same day.
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
@@ -90,19 +98,20 @@ def test_scheduler_and_triggerer_killed_while_featurize_waits_the_run_still_comp
     assert cluster["Status"]["StateChangeReason"]["Code"] == "USER_REQUEST"
     steps = emr.list_steps(ClusterId=cluster["Id"])["Steps"]
     assert {s["Status"]["State"] for s in steps} == {"COMPLETED"}
-    # Its "Batch report" tab: the cluster, how it ended, its logs and the cost estimate.
-    page = stack.api("GET", f"/fruits/report/{DAG}/{quote(run_id, safe='')}")
-    assert page.status_code == 200, page.text
-    assert f"<tr><th>cluster</th><td>{cluster['Id']}</td></tr>" in page.text
-    assert "<tr><th>final state</th><td>TERMINATED USER_REQUEST" in page.text
-    assert f"{cluster['Id']}/steps/</td></tr>" in page.text
     eur = stack.api(
         "GET",
         f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/cost_check/xcomEntries/return_value",
         params={"deserialize": True},
     ).json()["value"]["eur"]
-    assert f"EUR {eur:.2f} (max_cost_eur " in page.text
-    assert page.text.count("data:image/png;base64,") == 2
+    # Its "Batch report" tab, in the browser: the cluster, how it ended, its logs, the cost.
+    with signed_in(browser, stack) as page, kept_on_failure(page, "emr-report"):
+        frame = report_frame(page, stack.url, DAG, run_id)
+        assert row(frame, "cluster") == cluster["Id"]
+        assert row(frame, "final state").startswith("TERMINATED USER_REQUEST")
+        assert row(frame, "step logs").endswith(f"{cluster['Id']}/steps/")
+        assert row(frame, "cost estimate").startswith(f"EUR {eur:.2f} (max_cost_eur ")
+        widths = plot_widths(frame)
+        assert len(widths) == 2 and all(w > 0 for w in widths), widths
 
 
 @pytest.mark.ends_airflow

@@ -12,62 +12,36 @@ import html
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Frame, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Frame, Page, expect
 
 from fruits_jobs import contract
-from tests.conftest import ROOT
-from tests.running_airflow.conftest import CLASSES, DAG, featurize_report, land
+from tests.running_airflow.conftest import (
+    CLASSES,
+    DAG,
+    SCREENSHOTS,
+    UI_S,
+    featurize_report,
+    kept_on_failure,
+    land,
+    plot_widths,
+    report_frame,
+    row,
+    signed_in,
+)
 
-CHROMIUM = "/usr/bin/chromium"
-"""Debian's Chromium: Playwright cannot download its own browser here."""
-SCREENSHOTS = ROOT / "out" / "test-screenshots"
-"""Where a failing step's screenshot goes (``out/`` is git-ignored)."""
 REPORT_SCREENSHOT = SCREENSHOTS / "batch-report.png"
 """The tab as the form test last saw it (README's ``docs/batch-report.png`` is a copy)."""
-UI_S = 30_000
-"""Milliseconds the UI gets to show a page or a change."""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One Chromium for this module's tests."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
 def page(browser: Browser, deployed, scheduled) -> Iterator[Page]:
     """A page logged in through the login page, as a user does (the DAG is unpaused)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    user, password = deployed.stack.login
-    with kept_on_failure(page, "login"):
-        page.goto(f"{deployed.stack.url}/auth/login")
-        page.get_by_role("textbox", name=re.compile("username", re.I)).fill(user)
-        page.get_by_label(re.compile("password", re.I)).fill(password)
-        page.get_by_role("button", name=re.compile("sign in|log in|submit", re.I)).click()
-        page.wait_for_url(lambda url: "/login" not in url, timeout=UI_S)
-    yield page
-    context.close()
-
-
-@contextmanager
-def kept_on_failure(page: Page, step: str) -> Iterator[None]:
-    """On any failure inside, save a screenshot and name it in the failure message."""
-    try:
-        yield
-    except Exception as err:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        shot = SCREENSHOTS / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}.png"
-        page.screenshot(path=str(shot), full_page=True)
-        raise AssertionError(f"{step}: {err}\nscreenshot: {shot}") from err
+    with signed_in(browser, deployed.stack) as page:
+        yield page
 
 
 def open_trigger_form(page: Page, url: str) -> None:
@@ -84,15 +58,6 @@ def fill_param(page: Page, name: str, value: str) -> None:
     field.press("Tab")  # a number field takes its value when it loses the focus
 
 
-def report_frame(page: Page, url: str, run_id: str) -> Frame:
-    """The run's page, then its "Batch report" tab: the frame that holds the report."""
-    page.goto(f"{url}/dags/{DAG}/runs/{run_id}")
-    page.get_by_role("tab", name="Batch report").or_(page.get_by_text("Batch report")).first.click()
-    frame = page.frame_locator("iframe").first
-    expect(frame.locator("h1")).to_contain_text(run_id, timeout=UI_S)
-    return next(f for f in page.frames if "/fruits/report/" in f.url)
-
-
 def assert_report_shows(frame: Frame, featurize: dict) -> None:
     """The tab's counts are the featurize report's, it names each quarantined file, plots load."""
     for label, key in (
@@ -101,14 +66,13 @@ def assert_report_shows(frame: Frame, featurize: dict) -> None:
         ("quarantined", contract.R_QUARANTINED),
         ("already featurized", contract.R_SKIPPED),
     ):
-        cell = frame.locator(f"tr:has(th:text-is('{label}')) td")
-        assert cell.inner_text() == str(featurize[key]), label
+        assert row(frame, label) == str(featurize[key]), label
     items = frame.locator("ul.quarantine li").all_inner_texts()
     expected = [
         f"{x[contract.PATH]}: {x[contract.REASON]}" for x in featurize[contract.R_QUARANTINE_SAMPLE]
     ]
     assert items == expected
-    widths = frame.locator("img").evaluate_all("images => images.map(i => i.naturalWidth)")
+    widths = plot_widths(frame)
     assert len(widths) == 2 and all(w > 0 for w in widths), widths
 
 
@@ -146,10 +110,10 @@ def test_the_form_triggers_a_run_whose_batch_report_tab_shows_it(page, deployed,
     featurize = featurize_report(deployed, "from-the-ui")
     assert featurize[contract.R_QUARANTINED] == 1
     with kept_on_failure(page, "form-report"):
-        frame = report_frame(page, deployed.stack.url, run["dag_run_id"])
+        frame = report_frame(page, deployed.stack.url, DAG, run["dag_run_id"])
         assert_report_shows(frame, featurize)
         assert "cut-short.jpg" in frame.locator("ul.quarantine").inner_text()
-        assert frame.locator("tr:has(th:text-is('k')) td").inner_text() == "3"
+        assert row(frame, "k") == "3"
     print(f"trigger to report in the browser: {time.monotonic() - started:.1f} s")
     REPORT_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(REPORT_SCREENSHOT))
@@ -210,7 +174,9 @@ def test_a_backfill_from_the_modal_featurizes_each_day_and_reports_each_run(page
     assert len(csv_file.read_text().splitlines()) == 1 + pca["pca"]["rows"]
     for run, report in zip(ended, (day1, day2), strict=True):  # each run on its own tab
         with kept_on_failure(page, f"backfill-report-{run['logical_date'][:10]}"):
-            assert_report_shows(report_frame(page, deployed.stack.url, run["dag_run_id"]), report)
+            assert_report_shows(
+                report_frame(page, deployed.stack.url, DAG, run["dag_run_id"]), report
+            )
     for _ in range(30):  # the scheduler closes the backfill once its runs have ended
         if deployed.api("GET", f"/api/v2/backfills/{backfill['id']}").json()["completed_at"]:
             break
