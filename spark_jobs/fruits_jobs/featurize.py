@@ -2,18 +2,18 @@
 
 What happens, in order:
 
-1. A small first Spark job has each task slot's Python worker import TensorFlow and build and
+1. The driver resolves the weights (``imagenet``, a path or ``s3://``) and reads and checks
+   the arrays once (h5py: no TensorFlow in the driver).
+2. A small Spark job has each task slot's Python worker import TensorFlow and build and
    trace the bare net (:func:`fruits_jobs.model.prepare`), in the background, as soon as the
    job knows it has work: at once when the caller says so (``--expect-new``: the DAG's plan
    saw new images) or when every image is to be featurized (no ``--skip-existing``),
    otherwise after step 3's listing.
-2. The driver resolves the weights (``imagenet``, a path or ``s3://``) and reads and checks
-   the arrays once (h5py: no TensorFlow in the driver).
 3. Spark lists the images with the ``binaryFile`` source (``.jpg/.jpeg/.png``, any case,
    recursively); the label is the image's parent folder. With ``--skip-existing``, images whose
    path, size and modification time already stand in an earlier committed batch are left
    out; when that leaves none, the batch is committed empty there and then, before any
-   Python worker starts TensorFlow unless step 1 started already (:func:`count_new`).
+   Python worker starts TensorFlow unless step 2 started already (:func:`count_new`).
    Otherwise the driver broadcasts the arrays (about 9 MB for alpha 1.0). Files go to read
    tasks by their bytes (:func:`read_tasks_by_bytes`).
 4. A pandas **iterator** UDF decodes, resizes and featurizes each Arrow batch of
@@ -528,21 +528,22 @@ def featurize_images(
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     """Featurize ``args.images`` into batch ``args.batch_id`` of ``args.output``; the report.
 
-    The Python workers start TensorFlow (:func:`prepare_workers`) as soon as the job knows
-    there is work: at once with ``--expect-new`` or without ``--skip-existing`` (every image
-    listed is then new), in parallel with the weights and the listing; otherwise once the
-    listing shows new images. The weights are read and checked with h5py, no TensorFlow. When
-    earlier batches hold every image, the batch is committed empty, before any TensorFlow
-    import unless the caller expected new images (a started preparation is then cancelled).
+    The weights are read and checked first, with h5py (no TensorFlow): bad weights fail the
+    job before anything starts. The Python workers then start TensorFlow
+    (:func:`prepare_workers`) as soon as the job knows there is work: at once with
+    ``--expect-new`` or without ``--skip-existing`` (every image listed is then new), in
+    parallel with the listing; otherwise once the listing shows new images. When earlier
+    batches hold every image, the batch is committed empty, before any TensorFlow import
+    unless the caller expected new images (a started preparation is then cancelled).
     """
     clock = Stopwatch()
+    weights_path = resolve_weights(args.weights, args.alpha, args.image_size)
+    spec = ModelSpec(args.alpha, args.image_size, sha256_of(weights_path))
+    arrays = driver_weights(spec, weights_path)
+    clock.lap("weights")
     early = args.expect_new or not args.skip_existing
-    preparing = prepare_workers(spark, ModelSpec(args.alpha, args.image_size)) if early else None
+    preparing = prepare_workers(spark, spec) if early else None
     try:
-        weights_path = resolve_weights(args.weights, args.alpha, args.image_size)
-        spec = ModelSpec(args.alpha, args.image_size, sha256_of(weights_path))
-        arrays = driver_weights(spec, weights_path)
-        clock.lap("weights")
         inputs = find_inputs(spark, args)
         clock.lap("listing")
         new = count_new(spark, inputs)
