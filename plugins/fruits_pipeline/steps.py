@@ -45,7 +45,7 @@ def featurize_args(
     :param lake: the lake listing's digest (:func:`fruits_jobs.contract.lake_digest`), which
         the batch's report records.
     :param expect_new: the plan saw images no committed batch holds (``--expect-new``: the
-        workers start TensorFlow with the job, not after its listing).
+        workers start TensorFlow before the job's listing, not after it).
     """
     args = ["--images", images, "--output", output, "--weights", weights]
     args += ["--batch-id", contract.validate_batch_id(batch_id)]

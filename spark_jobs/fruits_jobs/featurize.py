@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--expect-new",
         action="store_true",
         help="the caller saw images no committed batch holds (the DAG's plan): the workers "
-        "start TensorFlow with the session instead of after the listing",
+        "start TensorFlow once the weights are checked, not after the listing",
     )
     parser.add_argument(
         "--lake",
