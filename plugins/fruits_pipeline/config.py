@@ -113,7 +113,7 @@ the connection's ``max_pool_connections`` too (extra ``config_kwargs``)."""
 CLASS_ARCHIVES = "~/.cache/fruits-pipeline/jvm"
 """Where the local jobs' JVMs keep their class archives (:mod:`fruits_pipeline.class_archive`)."""
 NODE_ENVS = "~/.cache/fruits-pipeline/node-env"
-"""Where ``upload_code`` keeps the node environment archives it built, one per lock file."""
+"""Where ``cluster_request`` keeps the node environment archives it built, one per lock file."""
 
 SAMPLE_IMAGES = PROJECT_ROOT / "samples" / "fruits360-sample"
 """The 96 Fruits-360 images the repository ships (CC BY-SA 4.0, attribution beside them)."""

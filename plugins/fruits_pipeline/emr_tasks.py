@@ -108,8 +108,6 @@ def upload_node_env(settings: Settings, s3: Any) -> str:
 def upload_code(settings: Settings) -> dict:
     """``PutObject`` the jobs, their package, the bootstrap script (and local weights).
 
-    Then the nodes' Python environment, unless the bucket has it (:func:`upload_node_env`).
-
     The code goes under ``code/<version>/``, the version being a hash of the bundle, so a
     running cluster never sees its code change and unchanged code is not re-sent.
     """
@@ -128,14 +126,19 @@ def upload_code(settings: Settings) -> dict:
         if key not in present:
             store.write(key, data)
     log.info("code %s at %s (%d files)", version, code_uri, len(bundle))
-    node_env_uri = upload_node_env(settings, s3)
-    return {"code_uri": code_uri, "weights": weights, "node_env": node_env_uri}
+    return {"code_uri": code_uri, "weights": weights}
 
 
 @task
 def cluster_request(run: dict, code: dict, settings: Settings) -> dict:
-    """The ``RunJobFlow`` body of this batch (see :func:`fruits_pipeline.cluster`)."""
-    return job_flow_overrides(settings, run["batch_id"], code["code_uri"], code["node_env"])
+    """The ``RunJobFlow`` body of this batch (see :func:`fruits_pipeline.cluster`).
+
+    Its bootstrap action names the nodes' Python environment, which this puts in the bucket
+    first unless it is there (:func:`upload_node_env`): only a run that starts a cluster
+    (after ``has_work``) may build or send the archive.
+    """
+    node_env_uri = upload_node_env(settings, s3_client(code["code_uri"], settings.aws_conn_id))
+    return job_flow_overrides(settings, run["batch_id"], code["code_uri"], node_env_uri)
 
 
 @task

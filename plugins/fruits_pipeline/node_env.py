@@ -6,8 +6,9 @@ nodes (:data:`TARGET`: Amazon Linux 2023, x86_64, glibc 2.34, CPython 3.11). pip
 target's wheels whatever the host runs, so any Linux machine builds it without compiling.
 PySpark stays out: EMR provides Spark.
 
-``upload_code`` puts it in the bucket under :func:`env_key` (a hash of the lock file and of
-this module's choices) and skips the upload when that key exists; the bootstrap action
+``cluster_request`` (:mod:`fruits_pipeline.emr_tasks`) puts it in the bucket under
+:func:`env_key` (a hash of the lock file and of this module's choices) and skips the upload
+when that key exists; the bootstrap action
 (``spark_jobs/bootstrap/install_python_deps.sh``) downloads it on each node into a virtual
 environment of Amazon Linux's ``python3.11`` (:data:`fruits_pipeline.config.EMR_PYTHON`).
 """

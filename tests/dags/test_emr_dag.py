@@ -98,8 +98,8 @@ def emr_world(monkeypatch, aws_credentials, tmp_path):
     (images / "a.jpg").write_bytes(b"\xff\xd8 not really a jpeg, sync does not care")
     with mock_aws():
         s3 = make_bucket()
-        # The bucket already holds this lock file's node environment: upload_code only checks
-        # for it (tests/pipeline/test_node_env.py covers its upload; the stand-in, its use).
+        # The bucket already holds this lock file's node environment: cluster_request only
+        # checks for it (tests/pipeline/test_node_env.py covers its upload; the stand-in, its use).
         s3.put_object(Bucket=BUCKET, Key=NODE_ENV_KEY, Body=b"node environment")
         yield {
             "s3": s3,
@@ -198,10 +198,13 @@ def test_cost_check_refuses_a_run_over_budget_once_synced_and_starts_nothing(
     airflow_db, load_dag, emr_world
 ):
     # One image: the planner's fixed start and bootstrap alone cost more than EUR 0.05.
+    emr_world["s3"].delete_object(Bucket=BUCKET, Key=NODE_ENV_KEY)
     run, states = run_emr_dag(load_dag, emr_world, max_cost_eur="0.05")
     assert run.state == "failed" and states["sync_images"] == "success"
     assert states["cost_check"] == "failed" and states["create_cluster"] == "upstream_failed"
     assert emr_world["emr"].list_clusters()["Clusters"] == []
+    listed = emr_world["s3"].list_objects_v2(Bucket=BUCKET, Prefix=NODE_ENV_KEY)
+    assert listed["KeyCount"] == 0  # no cluster, so no node environment built or sent
 
 
 ADD_STEPS_PROBE = """

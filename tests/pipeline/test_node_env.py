@@ -1,6 +1,6 @@
 """The nodes' Python environment archive: its key, its wheels' check, and its upload.
 
-The archive itself is built once per lock file by ``upload_code`` (or the stand-in tests'
+The archive itself is built once per lock file by ``cluster_request`` (or the stand-in tests'
 first run) and proven complete by the stand-in's steps, which run on it (``tests/local_emr``).
 moto (``mock_aws``) stands in for S3 here.
 """
@@ -72,7 +72,7 @@ def test_a_wheel_the_nodes_cannot_install_is_refused_by_name(tmp_path, wheel, wh
     assert str(refused.value).startswith(f"{wheel}: ")
 
 
-def test_upload_code_sends_the_archive_once_per_lock_file(tmp_path, monkeypatch):
+def test_the_archive_is_sent_once_per_lock_file(tmp_path, monkeypatch):
     """The archive goes up when the bucket lacks its key, from the local cache (here a
     small file under the right name: the build is not what this test is about)."""
     key = node_env.env_key((PROJECT_ROOT / LOCK_FILE).read_bytes())
