@@ -78,7 +78,8 @@ def spark_pca(folder: Path, rows: int, k: int | None, variance: float) -> tuple[
     spark = SparkSession.builder.getOrCreate()
     start = time.perf_counter()
     vectors = read_features(spark, str(folder), ["bench"])
-    model = fit(vectors, rows, argparse.Namespace(k=k, variance=variance)).model
+    batches = {"bench": {contract.R_FEATURIZED: rows}}
+    model = fit(vectors, batches, argparse.Namespace(k=k, variance=variance)).model
     assert model.transform(vectors).select("scores").count() == rows
     return time.perf_counter() - start, model.stages[-1].explainedVariance.toArray()
 
@@ -93,7 +94,7 @@ def builtin_pca(folder: Path, rows: int, k: int) -> tuple[float, np.ndarray]:
     spark = SparkSession.builder.getOrCreate()
     start = time.perf_counter()
     vectors = read_features(spark, str(folder), ["bench"])
-    centred = centring().fit(vectors).transform(vectors)
+    centred = centring(vectors, {"bench": {contract.R_FEATURIZED: rows}}).model.transform(vectors)
     model = PCA(k=k, inputCol="centred", outputCol="scores").fit(centred)
     assert model.transform(centred).select("scores").count() == rows
     return time.perf_counter() - start, model.explainedVariance.toArray()

@@ -229,9 +229,11 @@ probe.sort_values("pid")
 # ## 6. The PCA: covariance in Spark, decomposition on the driver
 #
 # `pca.read_features` reads the committed batches' features as ML vectors.
-# `pca.principal_components` has Spark compute the 1280 x 1280 covariance across the cluster
-# (`RowMatrix.computeCovariance`: one pass, partial sums per task; only that matrix, 13 MB,
-# reaches the driver, whatever the number of images) and decomposes it with numpy's `eigh`.
+# `pca.centring` counts them and takes their mean in one pass (`Summarizer`); then
+# `pca.principal_components` has Spark sum the centred rows' outer products across the cluster
+# (`RowMatrix.computeGramianMatrix`: one more pass, partial sums per task; only the 1280 x 1280
+# matrix, 13 MB, reaches the driver, whatever the number of images) and decomposes the
+# covariance with numpy's `eigh`.
 #
 # **Why not `pyspark.ml.feature.PCA.fit`?** It decomposes the same matrix with Breeze's SVD.
 # Without a native LAPACK on the JVM (`dev.ludovic.netlib` then falls back to `F2jLAPACK`, as on
@@ -249,11 +251,11 @@ vectors = pca.read_features(
     contract.dataset_uri(OUTPUT, contract.FEATURES),
     [b for b, r in batches.items() if r[contract.R_FEATURIZED] > 0],
 ).cache()
-rows_count = vectors.count()
+centre = pca.centring(vectors, batches)
 started = time.perf_counter()
-components, explained = pca.principal_components(vectors)
-print(f"{rows_count} rows: covariance + eigh in {time.perf_counter() - started:.1f} s")
-k_check = min(20, rows_count - 1)
+components, explained = pca.principal_components(centre.model.transform(vectors), centre.rows)
+print(f"{centre.rows} rows: covariance + eigh in {time.perf_counter() - started:.1f} s")
+k_check = min(20, centre.rows - 1)
 jvm_lapack = spark._jvm.dev.ludovic.netlib.lapack.LAPACK.getInstance().getClass().getName()
 builtin = SparkPCA(k=k_check, inputCol="vector").fit(vectors).explainedVariance.toArray()
 vectors.unpersist()

@@ -166,6 +166,16 @@ def test_no_committed_features_exit_2(spark, tmp_path, capsys):
     assert not (tmp_path / contract.PCA_REPORT_KEY).exists()
 
 
+def test_rows_that_disagree_with_their_report_exit_2_and_leave_no_fit(spark, tmp_path, capsys):
+    write_features(spark, tmp_path, np.eye(3, 4) + 1.0, ["L"] * 3, "short")
+    report = Path(contract.featurize_report_uri(str(tmp_path), "short"))
+    report.write_text(json.dumps({**json.loads(report.read_text()), "featurized": 4}))
+    assert run_pca(tmp_path, "--k", "2") == 2
+    error = capsys.readouterr().err
+    assert "pca: error: the features of batches ['short'] hold 3 rows, their reports 4" in error
+    assert not (tmp_path / contract.PCA_REPORT_KEY).exists()
+
+
 def nearest_centroid_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Split each label's images in half at random (seeded); classify the held-out half.
 
