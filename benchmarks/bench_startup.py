@@ -62,9 +62,10 @@ def run_job(
 
     :param planned: run featurize as after the DAG's plan found new photos (``--expect-new``).
     """
-    work = {"featurize": planned}
+    photos = sum(1 for p in lake.rglob("*") if contract.is_image_key(p.name))
+    work = {"featurize": planned, "fit_rows": photos}
     args = job_args(job, run, str(lake), str(output), weights, work)
-    command = local_target(local_java_options(job, java)).command(job, args)
+    command = local_target(local_java_options(job, java, photos)).command(job, args)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     started = time.time()
     spark_at = committed_at = None

@@ -87,14 +87,16 @@ def spark_submit_local(job: str, run: dict, work: dict, settings: Settings) -> N
     Spark's INFO entries are left out (:class:`SparkInfoFilter`): the log holds the job's own
     lines, warnings and errors.
 
-    ``work`` is :func:`~fruits_pipeline.tasks.plan_work`'s decision (the lake's digest, and
-    whether it saw new photos: featurize then starts TensorFlow at once).
+    ``work`` is :func:`~fruits_pipeline.tasks.plan_work`'s decision: the lake's digest;
+    whether it saw new photos (featurize then starts TensorFlow at once); the most rows the
+    PCA may fit, which picks its JIT (:func:`~fruits_pipeline.steps.local_java_options`).
 
     The driver JVM maps the job's class archive, or dumps it on the first run
     (:class:`~fruits_pipeline.class_archive.ClassArchive`).
     """
     archive = ClassArchive.for_job(settings.class_archives, job)
-    java = local_java_options(job, archive.java_option() if archive else "")
+    option = archive.java_option() if archive else ""
+    java = local_java_options(job, option, work.get("fit_rows"))
     command = local_target(java).command(
         job,
         job_args(job, run, settings.local_lake, settings.local_output, settings.weights, work),

@@ -27,7 +27,12 @@ QUICK_JVM = "-XX:TieredStopAtLevel=1"
 """JVM option: compile with C1 only. Featurize's local JVM is busy for seconds, then mostly
 waits on the Python workers, and C2's compiler threads took a core of the two from them (96
 photos: 12.8 s instead of 15.1 s; 1,680: 31.4 s instead of 34.6 s). PCA's JVM does the
-arithmetic, which C1's code does slower (100,000 rows: 109 s instead of 68 s): not for PCA."""
+arithmetic, which C1's code does slower: PCA gets it only for a fit of at most
+:data:`SMALL_FIT_ROWS` rows."""
+SMALL_FIT_ROWS = 2000
+"""The most rows of a PCA fit whose local JVM runs :data:`QUICK_JVM`: start-up dominates such a
+fit (whole process, 2 cores: 96 rows 9.8 s with C1 against 13.2 s with C2, 1,000 rows 10.9
+against 12.9), the arithmetic a larger one (3,000 rows: even; 100,000: 100 s against 61 s)."""
 
 
 def featurize_args(
@@ -153,18 +158,20 @@ def local_target(java_options: str = "") -> SparkTarget:
     )
 
 
-def local_java_options(job: str, archive_option: str = "") -> str:
+def local_java_options(job: str, archive_option: str = "", fit_rows: int | None = None) -> str:
     """The driver JVM options of ``job`` on this machine, with its class archive's option.
 
-    Featurize's JVM gets :data:`QUICK_JVM`; ``archive_option`` comes last (see
-    :mod:`fruits_pipeline.class_archive`).
+    :data:`QUICK_JVM` for featurize, and for a PCA that fits at most :data:`SMALL_FIT_ROWS`
+    rows (``fit_rows``: :func:`fruits_jobs.contract.plan_work`'s bound; unknown: none).
+    ``archive_option`` comes last (see :mod:`fruits_pipeline.class_archive`).
 
     >>> local_java_options(FEATURIZE, "-XX:SharedArchiveFile=f.jsa")
     '-XX:TieredStopAtLevel=1 -XX:SharedArchiveFile=f.jsa'
-    >>> local_java_options(PCA)
-    ''
+    >>> local_java_options(PCA, fit_rows=100_000), local_java_options(PCA, fit_rows=96)
+    ('', '-XX:TieredStopAtLevel=1')
     """
-    options = [QUICK_JVM] if job == FEATURIZE else []
+    quick = job == FEATURIZE or (fit_rows is not None and fit_rows <= SMALL_FIT_ROWS)
+    options = [QUICK_JVM] if quick else []
     return " ".join([*options, archive_option] if archive_option else options)
 
 

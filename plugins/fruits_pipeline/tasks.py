@@ -71,7 +71,8 @@ def plan_work(run: dict, lake: str, output: str, settings: Settings) -> dict:
     Runs after the sync, so it never decides from "the sync copied nothing" alone.
 
     :returns: ``lake`` (the digest, which the featurize job records), ``featurize``, ``pca``,
-        ``anything`` and ``reason``, the sentence the log shows.
+        ``anything``, ``reason`` (the sentence the log shows) and ``fit_rows`` (the most rows
+        the PCA may fit).
     """
     digest = lake_digest(open_store(lake, s3_client(lake, settings.aws_conn_id)))
     state = survey(open_store(output, s3_client(output, settings.aws_conn_id)))
@@ -85,6 +86,7 @@ def plan_work(run: dict, lake: str, output: str, settings: Settings) -> dict:
         "pca": work.pca,
         "anything": work.anything,
         "reason": work.reason,
+        "fit_rows": work.fit_rows,
     }
 
 

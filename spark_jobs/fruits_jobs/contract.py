@@ -553,6 +553,9 @@ class Work:
     featurize: bool
     pca: bool
     reason: str
+    fit_rows: int = 0
+    """The most rows the run's PCA may fit: the committed batches' ``featurized``, plus the
+    lake's images when the run featurizes."""
 
     @property
     def anything(self) -> bool:
@@ -586,8 +589,9 @@ def plan_work(
     (True, False)
     """
     images, committed = digest_images(lake), state.committed
+    rows = sum(int(report.get(R_FEATURIZED, 0)) for report in committed.values())
     if full_recompute:
-        return Work(True, True, f"full recompute of the {images} images in the lake")
+        return Work(True, True, f"full recompute of the {images} images in the lake", rows + images)
     covering = sorted(
         batch
         for batch, report in committed.items()
@@ -599,6 +603,7 @@ def plan_work(
             True,
             f"{images} images in the lake, and no committed batch covers them all "
             f"({len(committed)} committed)",
+            rows + images,
         )
     lake_part = (
         f"the {images} images in the lake are in committed batches ({covering[-1]} covers them)"
@@ -606,7 +611,7 @@ def plan_work(
     fit = state.pca
     asked = f"k={k}" if k is not None else f"variance={variance}"
     if fit is None:
-        return Work(False, True, f"{lake_part}; no current PCA fit")
+        return Work(False, True, f"{lake_part}; no current PCA fit", rows)
     fitted = (
         f"k={fit.get(R_K)}"
         if fit.get(R_TARGET_VARIANCE) is None
@@ -618,12 +623,16 @@ def plan_work(
             True,
             f"{lake_part}; fit {fit.get(R_FIT)} covers {sorted(fit.get(R_BATCHES, ()))}, "
             f"not the committed {sorted(committed)}",
+            rows,
         )
     if (k is not None or variance is not None) and asked != fitted:
-        return Work(False, True, f"{lake_part}; fit {fit.get(R_FIT)} has {fitted}, asked {asked}")
+        return Work(
+            False, True, f"{lake_part}; fit {fit.get(R_FIT)} has {fitted}, asked {asked}", rows
+        )
     return Work(
         False,
         False,
         f"nothing new: {lake_part}; fit {fit.get(R_FIT)} covers the {len(committed)} committed "
         f"batches with {fitted}",
+        rows,
     )

@@ -83,6 +83,7 @@ def test_a_new_photo_or_a_failed_run_leaves_work_to_featurize(lake):
     work = contract.plan_work(state, digest(lake), k=3)
     assert (work.featurize, work.pca) == (True, True)
     assert work.reason.startswith("5 images in the lake, and no committed batch covers them all")
+    assert work.fit_rows == 4 + 5  # d1's rows, and at most every image of the lake
 
 
 def test_a_batch_whose_earlier_batches_were_uncommitted_no_longer_covers_the_lake(lake):
@@ -113,10 +114,11 @@ def test_a_fit_that_misses_a_batch_or_has_another_size_is_refitted_alone(lake, f
     now = digest(lake)
     work = contract.plan_work(outputs({"d1": batch(now)}, fit), now, **asked)
     assert (work.featurize, work.pca) == (False, True) and work.reason.endswith(why), work.reason
+    assert work.fit_rows == 4  # d1's rows: nothing to featurize
 
 
 def test_a_full_recompute_always_runs_both(lake):
     now = digest(lake)
     state = outputs({"d1": batch(now)}, {contract.R_K: 3, contract.R_BATCHES: ["d1"]})
     work = contract.plan_work(state, now, full_recompute=True, k=3)
-    assert (work.featurize, work.pca) == (True, True)
+    assert (work.featurize, work.pca) == (True, True) and work.fit_rows == 4 + 4

@@ -34,6 +34,7 @@ from fruits_jobs.pca import main as pca_main
 from fruits_pipeline import outputs_state
 from fruits_pipeline.class_archive import ClassArchive
 from fruits_pipeline.config import Settings
+from fruits_pipeline.steps import local_java_options
 from fruits_pipeline.stores import LocalStore
 from fruits_pipeline.validation import validate
 from tests.conftest import GROCERY, ROOT, copy_images, labels, sample_images
@@ -88,8 +89,9 @@ def lake(spark, weights_file, tmp_path_factory) -> Lake:
 class Job:
     """A ``spark-submit`` of ``job`` in its own session, its output in a log file.
 
-    Its driver maps the job's class archive when the suite's DAG runs have published one, as
-    the DAG's spark-submits do; it never dumps one (most of these runs are killed).
+    Its driver gets the JVM options the local DAG's spark-submits give it, and maps the job's
+    class archive when the suite's DAG runs have published one; it never dumps one (most of
+    these runs are killed).
     """
 
     def __init__(self, lake: Lake, job: str, args: list[str], name: str) -> None:
@@ -98,8 +100,9 @@ class Job:
         submit = Path(sys.executable).with_name("spark-submit")
         command = [str(submit), "--master", MASTER, "--conf", "spark.ui.enabled=false"]
         archive = ClassArchive.for_job(Settings.from_env().class_archives, job)
-        if archive and (option := archive.java_option(dump=False)):
-            command += ["--driver-java-options", option]
+        option = archive.java_option(dump=False) if archive else ""
+        if java := local_java_options(job, option, fit_rows=len(lake.inputs())):
+            command += ["--driver-java-options", java]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [*command, str(ROOT / "spark_jobs" / f"{job}.py"), *args],
