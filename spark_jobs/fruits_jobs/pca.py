@@ -140,11 +140,15 @@ def fit(
     The first counts the rows and takes their moments, the second their covariance; the PCA
     keeps ``args.k`` components, or the fewest that explain ``args.variance``.
 
-    :raises JobError: the rows are not the batches' ``featurized`` sum, or ``--k`` exceeds
-        what the rows and the feature dimension allow.
+    :raises JobError: the rows are not the batches' ``featurized`` sum, are fewer than 2, or
+        ``--k`` exceeds what they and the feature dimension allow.
     """
     centre = centring(vectors, batches)
-    rows = int(centre.rows)
+    rows = centre.rows
+    if rows < 2:
+        raise JobError(
+            f"a PCA needs at least 2 rows: the committed batches {sorted(batches)} hold {rows}"
+        )
     dim = min(contract.FEATURE_DIM, rows)
     if args.k is not None and args.k > dim:
         raise JobError(
@@ -203,7 +207,7 @@ def principal_components(centred: DataFrame, rows: int) -> tuple[np.ndarray, np.
     The axes are columns, by decreasing variance. Each gets the sign that makes its largest
     coordinate positive, so reruns agree.
     """
-    covariance = gramian(centred, rows) / max(rows - 1, 1)
+    covariance = gramian(centred, rows) / (rows - 1)
     variances, axes = np.linalg.eigh(covariance)  # ascending
     order = np.argsort(variances)[::-1]
     variances, axes = np.clip(variances[order], 0.0, None), axes[:, order]

@@ -166,6 +166,14 @@ def test_no_committed_features_exit_2(spark, tmp_path, capsys):
     assert not (tmp_path / contract.PCA_REPORT_KEY).exists()
 
 
+def test_a_single_row_exits_2_and_leaves_no_fit(spark, tmp_path, capsys):
+    write_features(spark, tmp_path, np.ones((1, 4)), ["L"], "one")
+    assert run_pca(tmp_path, "--variance", "0.9") == 2
+    error = capsys.readouterr().err
+    assert "pca: error: a PCA needs at least 2 rows: the committed batches ['one'] hold 1" in error
+    assert not (tmp_path / contract.PCA_REPORT_KEY).exists()
+
+
 def test_rows_that_disagree_with_their_report_exit_2_and_leave_no_fit(spark, tmp_path, capsys):
     write_features(spark, tmp_path, np.eye(3, 4) + 1.0, ["L"] * 3, "short")
     report = Path(contract.featurize_report_uri(str(tmp_path), "short"))
