@@ -553,7 +553,7 @@ class Work:
     featurize: bool
     pca: bool
     reason: str
-    fit_rows: int = 0
+    fit_rows: int
     """The most rows the run's PCA may fit: the committed batches' ``featurized``, plus the
     lake's images when the run featurizes."""
 
