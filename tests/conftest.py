@@ -120,20 +120,13 @@ AIRFLOW_LANE = ("tests/running_airflow/", "tests/deploy/", "tests/dags/", "tests
 ``deployed`` fixture is in the first), those that start Airflow processes of their own, and
 the notebook's, which evens the lanes (JUnit sums of CI's run with ``../shared``: 809 s and
 684 s with the notebook's 63 s in the other lane)."""
-SHARED_ONLY_AIRFLOW_LANE = ("tests/spark_jobs/test_featurize.py",)
-"""Modules that join the ``airflow`` lane in CI's run with ``../shared`` only: most modules
-that run no DAG of the deployed Airflow (``dags/``, ``deploy/``) read nothing of ``../shared``
-and are left out of that run, so its lanes came out at 723 s (spark) and 628 s (airflow) in
-JUnit sums (ce134fa); with this module's 39 s moved, 891 s and 870 s (ad4e8c8, in a slower
-spell of this machine). The bare run keeps every module: 752 s and 792 s without it."""
 
 
 def lane(nodeid: str) -> str:
-    """The lane of the test ``nodeid``: ``airflow`` (see :data:`AIRFLOW_LANE` and
-    :data:`SHARED_ONLY_AIRFLOW_LANE`) or ``spark`` (the stand-in's, the Spark jobs' and the
-    unit tests). Each lane takes about half of the suite's time."""
-    airflow = AIRFLOW_LANE + (SHARED_ONLY_AIRFLOW_LANE if SHARED_ONLY else ())
-    return "airflow" if nodeid.startswith(airflow) else "spark"
+    """The lane of the test ``nodeid``: ``airflow`` (see :data:`AIRFLOW_LANE`) or ``spark``
+    (the stand-in's, the Spark jobs' and the unit tests). Each lane takes about half of the
+    suite's time."""
+    return "airflow" if nodeid.startswith(AIRFLOW_LANE) else "spark"
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
