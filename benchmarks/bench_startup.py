@@ -55,6 +55,11 @@ COMMITTED = {FEATURIZE: "batch ", PCA: "PCA fit "}
 """How the job's last own line starts: it is logged once the report is committed."""
 
 
+def count_photos(folder: Path) -> int:
+    """The images under ``folder``: the rows a PCA after their featurize fits at most."""
+    return sum(1 for p in folder.rglob("*") if contract.is_image_key(p.name))
+
+
 def run_job(
     job: str, run: dict, lake: Path, output: Path, weights: str, java: str, planned: bool = True
 ) -> dict:
@@ -62,7 +67,7 @@ def run_job(
 
     :param planned: run featurize as after the DAG's plan found new photos (``--expect-new``).
     """
-    photos = sum(1 for p in lake.rglob("*") if contract.is_image_key(p.name))
+    photos = count_photos(lake)
     work = {"featurize": planned, "fit_rows": photos}
     args = job_args(job, run, str(lake), str(output), weights, work)
     command = local_target(local_java_options(job, java, photos)).command(job, args)
@@ -121,7 +126,7 @@ def main() -> None:
     parser.add_argument("--weights", default=os.environ.get("FRUITS_WEIGHTS") or default_weights())
     parser.add_argument("--pairs", type=int, default=3)
     args = parser.parse_args()
-    photos = sum(1 for p in args.images.rglob("*") if contract.is_image_key(p.name))
+    photos = count_photos(args.images)
     print(f"{photos} photos of {args.images}, weights {args.weights}, local[*]", flush=True)
     measured: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="fruits-startup-") as folder:
