@@ -15,7 +15,7 @@ export PYSPARK_PYTHON := $(BIN)/python
 export PYSPARK_DRIVER_PYTHON := $(BIN)/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-startup bench-whole bench-sync bench-report bench-bootstrap node-env lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
+.PHONY: setup demo test bench bench-startup bench-whole bench-sync bench-report bench-bootstrap node-env class-archives lint format clean fetch-fruits360 aws-bootstrap aws-teardown airflow compose-env lake-state plan notebook slides
 
 setup: $(STAMP)
 
@@ -64,6 +64,11 @@ bench-bootstrap: setup
 # The nodes' Python environment archive for this lock file, where upload_code looks for it.
 node-env: setup
 	$(BIN)/python -m fruits_pipeline.node_env
+
+# The JVM class archives of both jobs, for the local jobs' Spark home and the EMR stand-in's,
+# dumped by one small run each (a job's first run on this machine would pay the dump).
+class-archives: setup
+	$(BIN)/python -m scripts.class_archives
 
 # The Airflow UI's batch report: a 100,000-image batch's page against a 10-image one.
 bench-report: setup
