@@ -66,6 +66,15 @@ def batch_id(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
+def lake_digest(text: str) -> str:
+    """``argparse`` type: a lake listing's digest (:func:`fruits_jobs.contract.lake_digest`)."""
+    try:
+        contract.digest_images(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a lake digest (<images>-<hex>): {text!r}") from err
+    return text
+
+
 class Stopwatch:
     """Seconds spent in a job's steps, for its report's ``timings_s``.
 
