@@ -67,7 +67,14 @@ def batch_id(text: str) -> str:
 
 
 def lake_digest(text: str) -> str:
-    """``argparse`` type: a lake listing's digest (:func:`fruits_jobs.contract.lake_digest`)."""
+    """``argparse`` type: a lake listing's digest (:func:`fruits_jobs.contract.lake_digest`).
+
+    >>> lake_digest("16-2f0a")
+    '16-2f0a'
+    >>> lake_digest("../x")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: not a lake digest (<images>-<hex>): '../x'
+    """
     try:
         contract.digest_images(text)
     except ValueError as err:
