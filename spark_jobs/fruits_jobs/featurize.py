@@ -225,8 +225,7 @@ def prepare_workers(
     those Spark hands the featurize UDF's tasks next. Best effort: ``defaultParallelism`` may
     not count executors still starting, and a failed or cancelled Spark job is only logged (the
     featurize tasks then build the net themselves); any other exception is a bug and ends the
-    thread with its traceback.
-    Its jobs run in the group :data:`PREPARE_GROUP`.
+    thread with its traceback. Its jobs run in the group :data:`PREPARE_GROUP`.
     """
     slots = workers or spark.sparkContext.defaultParallelism
 
@@ -253,7 +252,8 @@ def read_tasks_by_bytes(spark: SparkSession, workers: int | None = None) -> Iter
     """Within the block, fill read tasks by the images' bytes: >= 4 tasks a core, <= 32 MB each.
 
     With fewer ``workers`` than task slots (a small batch, :func:`workers_for`), as many tasks
-    as workers, <= 32 MB each: Spark then starts no other Python worker for them.
+    as workers, so that no other Python worker starts for them (more tasks only for images
+    over 32 MB a worker).
 
     Spark counts each file as 4 MB more than its size when it fills a read task
     (``spark.sql.files.openCostInBytes``, sized for Parquet files): 30 kB photos then came
