@@ -83,9 +83,11 @@ def files(root: Path) -> dict[str, int]:
 
 def test_a_dry_run_checks_and_runs_no_spark(deployed, scheduled):
     before = files(deployed.root)
-    run = deployed.wait(
-        DAG, trigger(deployed, logical_date=None, conf={"dry_run": True})["dag_run_id"]
-    )
+    # The scheduled day's landing folder by name: the default, landing/{ds}, is the run's own
+    # day, which has no folder when the suite runs across midnight (UTC).
+    landing = str(deployed.landing / scheduled[1])
+    conf = {"dry_run": True, "image_source": landing}
+    run = deployed.wait(DAG, trigger(deployed, logical_date=None, conf=conf)["dag_run_id"])
     states = deployed.task_states(DAG, run["dag_run_id"])
     assert run["state"] == "success" and states["preflight"] == "success", states
     assert {states[t] for t in ("sync_images", "featurize", "pca", "validate_outputs")} == {
