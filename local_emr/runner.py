@@ -93,6 +93,23 @@ class SparkEnv:
         """``spark-submit`` of :attr:`spark_home`."""
         return str(self.spark_home / "bin" / "spark-submit")
 
+    def environment(self, driver_archive: str = "") -> dict[str, str]:
+        """A spark-submit's environment: :data:`KEPT_ENV` of the host's, and Spark's own.
+
+        :param driver_archive: the driver JVM's class-archive option, if any.
+        """
+        env = {name: os.environ[name] for name in KEPT_ENV if name in os.environ}
+        env.update(
+            PATH=f"{Path(self.python).parent}:{env.get('PATH', '/usr/bin:/bin')}",
+            SPARK_HOME=str(self.spark_home),
+            PYSPARK_PYTHON=self.python,
+            PYSPARK_DRIVER_PYTHON=self.python,
+            SPARK_SUBMIT_OPTS=f"{self.java_options} {driver_archive}".strip(),
+            SPARK_LOCAL_IP="127.0.0.1",
+            TF_CPP_MIN_LOG_LEVEL="2",
+        )
+        return env
+
 
 def split_submit(words: list[str]) -> tuple[list[tuple[str, str | None]], list[str]]:
     """spark-submit's ``words`` (after ``spark-submit``) as (option, value) pairs and the rest.
@@ -262,17 +279,9 @@ class StepRun:
         return self._archive.option if self._archive else ""
 
     def environment(self) -> dict[str, str]:
-        """The step's environment: a few host variables, Spark's, and the stand-in's AWS."""
-        env = {name: os.environ[name] for name in KEPT_ENV if name in os.environ}
-        python_bin = str(Path(self.spark.python).parent)
+        """The step's environment: :meth:`SparkEnv.environment`, and the stand-in's AWS."""
+        env = self.spark.environment(self._driver_archive)
         env.update(
-            PATH=f"{python_bin}:{env.get('PATH', '/usr/bin:/bin')}",
-            SPARK_HOME=str(self.spark.spark_home),
-            PYSPARK_PYTHON=self.spark.python,
-            PYSPARK_DRIVER_PYTHON=self.spark.python,
-            SPARK_SUBMIT_OPTS=f"{self.spark.java_options} {self._driver_archive}".strip(),
-            SPARK_LOCAL_IP="127.0.0.1",
-            TF_CPP_MIN_LOG_LEVEL="2",
             AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing",
             AWS_DEFAULT_REGION=self.region,

@@ -31,7 +31,7 @@ from fruits_pipeline.steps import (
     local_target,
     pca_args,
 )
-from local_emr.runner import KEPT_ENV, SparkEnv, shared_spark_home
+from local_emr.runner import SparkEnv, local_command, shared_spark_home
 
 CLASSES, PER_CLASS = 2, 4
 """The photos of each run: the first 4 of the sample's first 2 classes."""
@@ -67,30 +67,15 @@ def stand_in_run(
 ) -> tuple[list[str], dict]:
     """The command and environment of ``job`` as the stand-in runs a step of it.
 
-    Its Spark home, master and JVM options, and none of the host's environment but
-    :data:`~local_emr.runner.KEPT_ENV` (:class:`local_emr.runner.StepRun`); this interpreter.
+    :func:`local_emr.runner.local_command` and :meth:`SparkEnv.environment`, on this interpreter.
     """
-    env = {name: os.environ[name] for name in KEPT_ENV if name in os.environ}
-    env.update(
-        SPARK_HOME=str(spark.spark_home),
-        PYSPARK_PYTHON=spark.python,
-        PYSPARK_DRIVER_PYTHON=spark.python,
-        SPARK_SUBMIT_OPTS=f"{spark.java_options} {archive.java_option()}",
-        SPARK_LOCAL_IP="127.0.0.1",
-    )
     code = local_target().code_root
-    command = [
-        spark.submit,
-        "--master",
-        spark.master,
-        "--conf",
-        f"spark.executor.extraJavaOptions={spark.java_options}",
-        "--conf",
-        "spark.ui.showConsoleProgress=false",
-        f"{code}/{job}.py",
-        *args,
-    ]
-    return command, env
+    confs = {
+        "spark.executor.extraJavaOptions": spark.java_options,
+        "spark.ui.showConsoleProgress": "false",
+    }
+    command = local_command(["spark-submit", f"{code}/{job}.py", *args], spark, None, confs)
+    return command, spark.environment(archive.java_option())
 
 
 def run(
@@ -115,7 +100,9 @@ def run(
     print(f"{home} {job}: {archive.path} {done} in {time.monotonic() - started:.1f} s")
 
 
-def warm(home: str, cache: str, spark: SparkEnv | None, images: Path, work: Path) -> None:
+def warm(
+    home: str, cache: str, spark: SparkEnv | None, images: Path, weights: str, work: Path
+) -> None:
     """Run featurize, then PCA over its output, from one Spark home, when an archive is missing.
 
     :param spark: the stand-in's Spark; ``None``: the local jobs' (:func:`local_run`).
@@ -128,7 +115,6 @@ def warm(home: str, cache: str, spark: SparkEnv | None, images: Path, work: Path
     if all(archive.path.is_file() for archive in archives.values()):
         print(f"{home}: {', '.join(str(a.path) for a in archives.values())} are there")
         return
-    weights = Settings.from_env().weights
     for job, archive in archives.items():  # PCA reads what featurize wrote
         args = job_args(job, images, work / home / "outputs", weights)
         command, env = (
@@ -145,13 +131,17 @@ def main() -> None:
         stand_in = SparkEnv(shared_spark_home(CLASS_ARCHIVES, work), sys.executable)
         executors = stand_in.spark_home / "work"  # local-cluster's executors' folders
         before = set(executors.iterdir()) if executors.is_dir() else set()
+        settings = Settings.from_env()
         homes = {
-            "local": (Settings.from_env().class_archives, None),
+            "local": (settings.class_archives, None),
             "stand-in": (stand_in.class_archives, stand_in),
         }
         try:
             with ThreadPoolExecutor(len(homes)) as pool:
-                runs = [pool.submit(warm, home, *how, images, work) for home, how in homes.items()]
+                runs = [
+                    pool.submit(warm, home, *how, images, settings.weights, work)
+                    for home, how in homes.items()
+                ]
                 for done in runs:
                     done.result()
         finally:
