@@ -6,7 +6,9 @@ files and weights:
 
 (a) **plain**: one Python process that reads, decodes and resizes each image (the job's own
     :func:`fruits_jobs.imaging.decode`) and calls Keras ``predict_on_batch`` on batches of 64:
-    timed as a whole process and, inside it, from the model being ready (steady).
+    timed as a whole process and, inside it, from the model being ready (steady). The job runs
+    MobileNetV2 with its batch norms folded (:class:`fruits_jobs.model.Net`), which Keras does
+    not: in mode ``whole``, (a') the same plain process on the job's net runs in each pair too.
 (b) **job cold**: ``spark-submit --master local[2] spark_jobs/featurize.py``, as a whole process
     (JVM start, Python workers, TensorFlow imports, model builds, Parquet writes included),
     with the local DAG's JVM options and featurize's class archive when one was dumped.
@@ -19,8 +21,9 @@ files and weights:
 (a) and (b) run ``--pairs`` times (3), alternating, and the median pair is reported: this
 machine's speed drifts by 10-20% from one minute to the next. It prints images/s for each and
 the ratios b/a (whole process) and c/a (warm vs steady), with the issue's targets (>= 0.75 and
->= 0.90). ``whole --count 1260 5040`` (``make bench-whole``) runs only the (a)/(b) pairs, at
-each count, and prints b/a with its target. Run it on an otherwise idle machine.
+>= 0.90). ``whole --count 1260 5040`` (``make bench-whole``) runs only the (a)/(a')/(b) runs, at
+each count, and prints b/a with its target and b/a'; ``--before <checkout>/spark_jobs`` adds
+another checkout's job to each pair. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd  # at module level: Spark reads the UDF's type hints from these globals
 
@@ -70,20 +74,31 @@ def images_under(root: Path) -> list[Path]:
 
 
 # ---- (a) one plain process ------------------------------------------------------------------
-def plain(images: Path, weights: str, batch_size: int) -> dict[str, float]:
-    """Decode, resize and predict every image in this process; time from the model being ready."""
+def plain(images: Path, weights: str, batch_size: int, net: str = "keras") -> dict[str, float]:
+    """Decode, resize and predict every image in this process; time from the model being ready.
+
+    ``net``: ``keras`` runs Keras' ``MobileNetV2`` with ``predict_on_batch`` (the issue's
+    baseline); ``folded`` runs the job's own :class:`fruits_jobs.model.Net` (batch norms folded),
+    so that the job and the plain process compare on the same net.
+    """
     import numpy as np
 
     from fruits_jobs.imaging import decode
-    from fruits_jobs.model import build_model, resolve_weights
+    from fruits_jobs.model import Net, build_model, read_weights, resolve_weights
 
-    model = build_model(1.0, 224, weights=str(resolve_weights(weights, 1.0, 224)))
+    path = resolve_weights(weights, 1.0, 224)
+    if net == "keras":
+        predict = build_model(1.0, 224, weights=str(path)).predict_on_batch
+    else:
+        folded = Net.build(1.0, 224)
+        folded.set_weights(read_weights(path, 1.0, 224))
+        predict = folded.features
     paths = images_under(images)
     start = time.perf_counter()
     done = 0
     for i in range(0, len(paths), batch_size):
         batch = np.stack([decode(p.read_bytes(), 224) for p in paths[i : i + batch_size]])
-        done += len(model.predict_on_batch(batch))
+        done += len(predict(batch))
     return {"images": done, "steady_s": time.perf_counter() - start}
 
 
@@ -156,9 +171,15 @@ def designs(images: Path, weights: str, batch_size: int) -> dict[str, float]:
 
 
 # ---- orchestration --------------------------------------------------------------------------
-def timed(command: list[str]) -> tuple[float, dict[str, float]]:
-    """Run ``command``; return its wall time and the JSON it printed last."""
+def timed(command: list[str], pythonpath: Path | None = None) -> tuple[float, dict[str, float]]:
+    """Run ``command``; return its wall time and the JSON it printed last.
+
+    :param pythonpath: a ``spark_jobs`` folder whose ``fruits_jobs`` the driver and the Python
+        workers import instead of this checkout's (``--before``).
+    """
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
@@ -189,22 +210,33 @@ def spark_submit(*args: str) -> list[str]:
     ]
 
 
-def whole_pairs(args: argparse.Namespace, tmp: Path, count: int) -> list[tuple]:
+def whole_pairs(args: argparse.Namespace, tmp: Path, count: int) -> list[dict[str, Any]]:
     """(a) and (b) on ``count`` photos, ``args.pairs`` times alternating: sorted by b/a.
 
-    Each pair is ``(b/a, a's wall, a's JSON, b's wall)``.
+    Each pair is a dict of walls: ``plain`` (Keras), ``plain_folded`` (the job's net), ``job``,
+    and ``job_before`` with ``--before``; ``a`` is the Keras process's JSON.
     """
     images = tmp / "images"
     copy_images(args.images, images, count)
     print(f"{count} photos (copies of {args.images}), weights {args.weights}, local[2]", flush=True)
     common = ["--images", str(images), "--weights", args.weights]
-    pairs = []  # (a) then (b), alternating: a drift of the machine hits both sides
+    this = [sys.executable, str(Path(__file__).resolve()), "plain", *common]
+    pairs = []  # one run of each, in turn: a drift of the machine hits every side
     for i in range(args.pairs):
-        a_wall, a = timed([sys.executable, str(Path(__file__).resolve()), "plain", *common])
-        cold_wall, _ = timed(spark_submit(str(JOB), *common, "--output", f"{tmp}/out-cold-{i}"))
-        pairs.append((a_wall / cold_wall, a_wall, a, cold_wall))
-    pairs.sort(key=lambda pair: pair[0])
-    print("b/a whole process, each pair:", " ".join(f"{p[0]:.2f}" for p in pairs), flush=True)
+        pair: dict[str, Any] = {}
+        pair["plain"], pair["a"] = timed(this)
+        pair["plain_folded"], _ = timed([*this, "--net", "folded"])
+        pair["job"], _ = timed(spark_submit(str(JOB), *common, "--output", f"{tmp}/out-{i}"))
+        if args.before:
+            before = [str(args.before / "featurize.py"), *common, "--output", f"{tmp}/old-{i}"]
+            pair["job_before"], _ = timed(spark_submit(*before), pythonpath=args.before)
+        print(" ".join(f"{k} {v:.1f} s" for k, v in pair.items() if k != "a"), flush=True)
+        pairs.append(pair)
+    pairs.sort(key=lambda pair: pair["plain"] / pair["job"])
+    for name in ("job", "job_before"):
+        if args.before or name == "job":
+            ratios = " ".join(f"{p['plain'] / p[name]:.2f}" for p in pairs)
+            print(f"b/a whole process, {name}, each pair: {ratios}", flush=True)
     return pairs
 
 
@@ -223,9 +255,15 @@ def main() -> None:
     parser.add_argument(
         "--pairs", type=int, default=3, help="(a)/(b) whole-process pairs to run; the median counts"
     )
+    parser.add_argument("--net", choices=("keras", "folded"), default="keras", help="mode plain")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="the spark_jobs folder of another checkout: its job runs in each pair too (whole)",
+    )
     args = parser.parse_args()
     if args.mode == "plain":
-        print(json.dumps(plain(args.images, args.weights, args.batch_size)))
+        print(json.dumps(plain(args.images, args.weights, args.batch_size, args.net)))
         return
     if args.mode == "twice":
         print(json.dumps(job_twice(args.images, args.output, args.weights)))
@@ -238,17 +276,21 @@ def main() -> None:
         for count in args.count:
             with tempfile.TemporaryDirectory(prefix="fruits-bench-") as tmp:
                 pairs = whole_pairs(args, Path(tmp), count)
-            _, a_wall, _, cold_wall = pairs[len(pairs) // 2]
+            median = pairs[len(pairs) // 2]
             target = WHOLE_TARGETS.get(count)
             print(
-                f"{count} photos: plain {a_wall:.1f} s, job {cold_wall:.1f} s, b/a "
-                f"{a_wall / cold_wall:.2f}" + (f" (target >= {target})" if target else "")
+                f"{count} photos: plain {median['plain']:.1f} s, job {median['job']:.1f} s, b/a "
+                f"{median['plain'] / median['job']:.2f}"
+                + (f" (target >= {target})" if target else "")
+                + f"; plain on the job's net {median['plain_folded']:.1f} s, b/a' "
+                f"{median['plain_folded'] / median['job']:.2f}"
             )
         return
 
     with tempfile.TemporaryDirectory(prefix="fruits-bench-") as tmp:
         pairs = whole_pairs(args, Path(tmp), args.count[0])
-        _, a_wall, a, cold_wall = pairs[len(pairs) // 2]
+        median = pairs[len(pairs) // 2]
+        a_wall, a, cold_wall = median["plain"], median["a"], median["job"]
         this = [str(Path(__file__).resolve())]
         common = ["--images", str(Path(tmp) / "images"), "--weights", args.weights]
         _, warm = timed(spark_submit(*this, "twice", *common, "--output", f"{tmp}/out-warm"))

@@ -263,7 +263,7 @@ def test_preparing_workers_logs_a_failed_spark_job_but_raises_a_bug(spark, monke
     """A failed task is left to the featurize job; a bug on the driver ends the thread loudly."""
     raised = []
     monkeypatch.setattr(threading, "excepthook", raised.append)
-    prepare_workers(spark, ModelSpec(1.0, 8, "too-small")).join()  # Keras refuses 8x8 images
+    prepare_workers(spark, ModelSpec(1.0, 8, "too-small")).join()  # MobileNetV2 refuses 8x8 images
     assert "preparing the Python workers failed: " in caplog.text and raised == []
 
     def bug(*args, **kwargs):

@@ -226,6 +226,36 @@ def test_expected_weight_shapes_are_keras_own_for_each_width(alpha):
     ]
 
 
+@pytest.mark.parametrize("alpha, side", [(1.0, 224), (0.5, 97)])
+def test_the_folded_net_gives_keras_own_features(weights_file, alpha, side):
+    """Net (batch norms folded into the convolutions) against Keras' MobileNetV2, real photos.
+
+    At 224 with the test weights file (the real ImageNet weights when shared/ has them); at
+    another width and an odd side (Keras pads stride-2 convolutions by hand there) with random
+    batch-norm statistics, so that no folded scale is 1 and no bias 0.
+    """
+    from fruits_jobs.imaging import decode
+
+    keras_net = model.build_model(alpha, side)
+    if alpha == 1.0 and side == 224:
+        arrays = model.read_weights(weights_file, alpha, side)
+    else:
+        rng = np.random.default_rng(11)
+        arrays = [
+            a if len(a.shape) > 1 else rng.uniform(0.5, 1.5, a.shape).astype(np.float32)
+            for a in keras_net.get_weights()
+        ]
+    keras_net.set_weights(arrays)
+    photos = sample_images(GROCERY, 1)[:12]
+    pixels = np.stack([decode(p.read_bytes(), side) for p in photos])
+    expected = keras_net(pixels, training=False).numpy()
+    net = model.Net.build(alpha, side)
+    net.set_weights(arrays)
+    got = net.features(pixels)
+    assert got.shape == (12, 1280) and np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+
+
 def test_imagenet_weights_come_from_keras_cache_or_fail_with_their_name(tmp_path, monkeypatch):
     """No network: a file already in the cache is used; an unreachable hub is a WeightsError."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
