@@ -94,6 +94,12 @@ about 3 CPU-s): a batch of n new images runs on ``ceil(n / 64)`` workers at most
 ``--expect-new``, whole process, one worker against two: 11.6 s and 14.3 CPU-s against
 12.2 s and 20.9 CPU-s (medians of 3)."""
 
+IMAGES_PER_TASK = 64
+"""New images that pay for a read task of their own (its launch, Arrow stream and Parquet
+file: 0.2 to 0.4 s of a core on ``local[2]``): one Arrow batch of the default
+``--batch-size``. A batch of n new images is read in ``ceil(n / 64)`` tasks at most, so with
+:data:`IMAGES_PER_WORKER` as many as :func:`workers_for` starts workers for a small batch."""
+
 RESULT_SCHEMA = f"{contract.FEATURES_COL} array<float>, {contract.REASON} string"
 IMAGE_GLOB = (
     "*.{"
@@ -248,12 +254,12 @@ def prepare_workers(
 
 
 @contextmanager
-def read_tasks_by_bytes(spark: SparkSession, workers: int | None = None) -> Iterator[None]:
+def read_tasks_by_bytes(spark: SparkSession, images: int | None = None) -> Iterator[None]:
     """Within the block, fill read tasks by the images' bytes: >= 4 tasks a core, <= 32 MB each.
 
-    With fewer ``workers`` than task slots (a small batch, :func:`workers_for`), as many tasks
-    as workers, so that no other Python worker starts for them (more tasks only for images
-    over 32 MB a worker).
+    For a small batch of ``images`` new images, one task a :data:`IMAGES_PER_TASK` of them
+    instead, so never fewer tasks than :func:`workers_for` starts workers, and no other
+    Python worker starts for them (more tasks only for images over 32 MB a task).
 
     Spark counts each file as 4 MB more than its size when it fills a read task
     (``spark.sql.files.openCostInBytes``, sized for Parquet files): 30 kB photos then came
@@ -265,7 +271,7 @@ def read_tasks_by_bytes(spark: SparkSession, workers: int | None = None) -> Iter
     """
     given = spark.sparkContext.getConf()
     slots = spark.sparkContext.defaultParallelism
-    tasks = workers if workers is not None and workers < slots else 4 * slots
+    tasks = 4 * slots if images is None else max(1, min(4 * slots, -(-images // IMAGES_PER_TASK)))
     wanted = {
         "spark.sql.files.openCostInBytes": "8k",
         "spark.sql.files.minPartitionNum": str(tasks),
@@ -367,7 +373,8 @@ def write_results(
 
     One pass of the UDF: the features' write computes it, caches every row and counts both
     kinds on the way (an :class:`~pyspark.sql.Observation`); the quarantine's write reads the
-    cache. With ``mode="append"``, the quarantine is written only when it gets rows.
+    cache, or nothing when the count found no bad image (its empty data set is still written).
+    With ``mode="append"``, the quarantine is written only when it gets rows.
 
     :returns: how many images were featurized and how many quarantined.
     """
@@ -385,9 +392,12 @@ def write_results(
         )
         featurized, quarantined = counts.get["featurized"], counts.get["quarantined"]
         if mode == "overwrite" or quarantined:
-            result.where(~ok).select(
+            bad = result.where(~ok).select(
                 contract.PATH, contract.LENGTH, contract.MTIME, contract.REASON
-            ).write.mode(mode).parquet(contract.batch_uri(output, contract.QUARANTINE, batch))
+            )
+            # None to write: an empty relation (Spark's optimizer drops the scan of the cache).
+            bad = bad if quarantined else bad.limit(0)
+            bad.write.mode(mode).parquet(contract.batch_uri(output, contract.QUARANTINE, batch))
         return featurized, quarantined
     finally:
         result.unpersist()
@@ -592,7 +602,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         if workers < spark.sparkContext.defaultParallelism:
             preparing.join()  # else a free slot would start a worker of its own for the UDF
         with Progress(spark, new):
-            counts = featurize_broadcast(spark, args, inputs, spec, arrays, workers)
+            counts = featurize_broadcast(spark, args, inputs, spec, arrays, new)
         return commit_batch(spark, args, inputs, spec, counts, clock)
     except BaseException:
         spark.sparkContext.cancelJobGroup(PREPARE_GROUP)
@@ -669,11 +679,11 @@ def featurize_broadcast(
     inputs: Inputs,
     spec: ModelSpec,
     arrays: list[np.ndarray],
-    workers: int,
+    new: int,
 ) -> tuple[int, int]:
     """Broadcast ``arrays``, then :func:`featurize_images` with them; unpersist the broadcast.
 
-    The read tasks are sized for ``workers`` Python workers (:func:`read_tasks_by_bytes`).
+    The read tasks are sized for the ``new`` images (:func:`read_tasks_by_bytes`).
     """
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     # The cached results are mostly float embeddings: compressing them gains little memory and
@@ -683,7 +693,7 @@ def featurize_broadcast(
     log.info("weights %s (sha256 %s) broadcast", args.weights, spec.weights_sha256[:12])
     try:
         spark.sparkContext.setJobGroup(FEATURIZE_GROUP, "featurize the new images")
-        with read_tasks_by_bytes(spark, workers):
+        with read_tasks_by_bytes(spark, new):
             return featurize_images(
                 spark, inputs, featurize_udf(spec, broadcast), args.output, args.batch_id
             )
