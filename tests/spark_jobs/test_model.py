@@ -232,7 +232,11 @@ def test_the_folded_net_gives_keras_own_features(weights_file, alpha, side):
 
     At 224 with the test weights file (the real ImageNet weights when shared/ has them); at
     another width and an odd side (Keras pads stride-2 convolutions by hand there) with random
-    batch-norm statistics, so that no folded scale is 1 and no bias 0.
+    batch-norm statistics, so that no folded scale is 1 and no bias 0. Folding reorders
+    float32 arithmetic: within 1e-4 of the largest feature (measured: the real weights 3.2e-6;
+    the seeded net of a bare clone, whose batch-norm variances come from a dozen photos,
+    4.0e-5; the random statistics 2.2e-7), where a wrong layer, stride or padding is off by
+    the features' own size.
     """
     from fruits_jobs.imaging import decode
 
@@ -246,14 +250,14 @@ def test_the_folded_net_gives_keras_own_features(weights_file, alpha, side):
             for a in keras_net.get_weights()
         ]
     keras_net.set_weights(arrays)
-    photos = sample_images(GROCERY, 1)[:12]
+    photos = sample_images(GROCERY, 2)[:12]  # the shipped sample's 6 labels give 12 too
     pixels = np.stack([decode(p.read_bytes(), side) for p in photos])
     expected = keras_net(pixels, training=False).numpy()
     net = model.Net.build(alpha, side)
     net.set_weights(arrays)
     got = net.features(pixels)
     assert got.shape == (12, 1280) and np.abs(expected).max() > 0.1
-    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
 
 
 def test_imagenet_weights_come_from_keras_cache_or_fail_with_their_name(tmp_path, monkeypatch):
