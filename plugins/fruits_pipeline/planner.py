@@ -41,13 +41,17 @@ the venv, the node environment archive's download (446 MB), unpack and import ch
 archive served by a moto server on loopback), plus a 10 s allowance, not measured, for
 ``dnf install python3.11`` from Amazon Linux's repository. It replaced a ``pip install`` from
 PyPI that took 222 s, then its import check 37 s (2026-11-25)."""
-STEP_START_S = 21.0
+STEP_START_S = 15.0
 """Fixed cost of one Spark step: JVM and session, Python workers importing TensorFlow and
-building the net, Parquet writes, shutdown. ``make bench``: the whole ``spark-submit`` pays
-about 21 s that a warm session does not (README, Benchmarks)."""
-FEATURIZE_IMAGES_PER_VCPU_S = 89.5 / 2
-"""Featurize throughput per vCPU, warm: 89.5 images/s on ``local[2]`` (2 vCPUs, AMD EPYC, one
-thread per core), ``make bench`` row (c), README's Benchmarks table."""
+building the net, Parquet writes, shutdown. ``make bench`` (2026-12-08): the whole
+``spark-submit`` took 27.6 s for 2,240 photos that a warm session featurized in 17.4 s, so
+10.2 s, with the job's JVM class archive mapped; EMR's YARN containers map none, which
+``make bench-startup`` puts at 5.1 s more (96 photos: 14.2 s against 9.1 s). It was 21 s
+before the folded net and the class archives (README, Benchmarks)."""
+FEATURIZE_IMAGES_PER_VCPU_S = 128.4 / 2
+"""Featurize throughput per vCPU, warm: 128.4 images/s on ``local[2]`` (2 vCPUs, AMD EPYC, one
+thread per core), ``make bench`` row (c), 2026-12-08 (89.5 before the folded net of 256342a),
+README's Benchmarks table."""
 PCA_ROWS_PER_VCPU_S = 100_000 / 57 / 2
 """PCA throughput per vCPU: read + covariance + eigendecomposition + projection of 100,000 x
 1280 features in 57 s on ``local[2]`` (``make bench``, ``benchmarks/bench_pca.py``,

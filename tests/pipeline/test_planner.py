@@ -116,7 +116,8 @@ def test_command_line_prints_the_estimate_and_a_recommendation():
     lines = out.splitlines()
     assert lines[0] == plan.parts()
     assert lines[1].startswith(f"EUR {plan.eur:.2f} on-demand")
-    assert lines[2].startswith(f"for 20 min: {best.nodes - 1} core nodes")
+    # "core node" or "core nodes", by the count
+    assert lines[2].startswith(f"for 20 min: {best.nodes - 1} core node")
 
 
 def test_command_line_prints_a_table_for_several_counts():
