@@ -94,11 +94,13 @@ about 3 CPU-s): a batch of n new images runs on ``ceil(n / 64)`` workers at most
 ``--expect-new``, whole process, one worker against two: 11.6 s and 14.3 CPU-s against
 12.2 s and 20.9 CPU-s (medians of 3)."""
 
-IMAGES_PER_TASK = 64
+IMAGES_PER_TASK = IMAGES_PER_WORKER
 """New images that pay for a read task of their own (its launch, Arrow stream and Parquet
-file: 0.2 to 0.4 s of a core on ``local[2]``): one Arrow batch of the default
-``--batch-size``. A batch of n new images is read in ``ceil(n / 64)`` tasks at most, so with
-:data:`IMAGES_PER_WORKER` as many as :func:`workers_for` starts workers for a small batch."""
+file: 0.2 to 0.4 s of a core on ``local[2]``), one Arrow batch of the default ``--batch-size``:
+a batch of n new images is read in ``ceil(n / 64)`` tasks at most. The same number as
+:data:`IMAGES_PER_WORKER` by construction: a small batch then has as many tasks as
+:func:`workers_for` starts workers, where one task more would start an unprepared worker on a
+free slot, and one fewer would leave a prepared one idle."""
 
 RESULT_SCHEMA = f"{contract.FEATURES_COL} array<float>, {contract.REASON} string"
 IMAGE_GLOB = (
